@@ -1,0 +1,183 @@
+//! The plugin configuration (the JSON in the wasm filter's `configuration`): read, validated and
+//! turned into `Config` in one go. Either all of it is valid or Envoy rejects the plugin; every
+//! error names the field path and the rule.
+
+pub mod reader;
+
+use crate::keyring::KEY_LEN;
+use crate::profile::{self, Profile};
+use base64::Engine;
+use reader::{ConfigError, Errors, Field};
+use std::collections::HashMap;
+
+pub const DEFAULT_OVERRIDE_HEADER: &str = "x-persistence-upstream";
+
+#[derive(Debug)]
+pub struct Config {
+    /// Configured keys (id, secret); empty means "generate one per Envoy process".
+    pub keys: Vec<(u8, [u8; KEY_LEN])>,
+    /// The key new tokens are sealed with; set exactly when `keys` is not empty.
+    pub primary_key_id: Option<u8>,
+    /// The request header Envoy's stateful_session filter reads (header mode).
+    pub override_header: String,
+    /// Configured profiles followed by the built-ins they do not redefine.
+    pub profiles: Vec<Profile>,
+    pub default_profile: Option<usize>,
+    /// xDS route name -> index into `profiles`.
+    pub routes: HashMap<String, usize>,
+}
+
+impl Config {
+    pub fn profile_index(&self, name: &str) -> Option<usize> {
+        self.profiles.iter().position(|p| p.name == name)
+    }
+
+    pub fn parse(text: &[u8]) -> Result<Config, Vec<ConfigError>> {
+        let mut errors = Errors::default();
+        let config = if text.iter().all(u8::is_ascii_whitespace) {
+            errors.add("", "is empty: expected a JSON object (see README, \"Configuration\")");
+            None
+        } else {
+            match serde_json::from_slice::<serde_json::Value>(text) {
+                Ok(value) => read(Field { path: String::new(), value: &value }, &mut errors),
+                Err(error) => {
+                    errors.add("", format!("is not valid JSON: {error}"));
+                    None
+                }
+            }
+        };
+        match config {
+            Some(config) if errors.0.is_empty() => Ok(config),
+            _ => Err(errors.0),
+        }
+    }
+}
+
+fn read(root: Field, errors: &mut Errors) -> Option<Config> {
+    let mut object = root.object(errors)?;
+
+    let keys = object.field("keys").map(|f| read_keys(f, errors)).unwrap_or_default();
+    let primary_key_id = match object.field("primary_key_id") {
+        Some(field) => field.integer(1, 255, errors).and_then(|id| {
+            let id = id as u8;
+            if keys.is_empty() {
+                errors.add(&field.path, "is set but no keys are configured");
+            } else if !keys.iter().any(|(key_id, _)| *key_id == id) {
+                errors.add(&field.path, format!("must be the id of one of the keys, got {id}"));
+            }
+            Some(id)
+        }),
+        None => match keys.as_slice() {
+            [] => None,
+            [(only, _)] => Some(*only),
+            _ => {
+                errors.add(&object.child_path("primary_key_id"), "is required when several keys are configured");
+                None
+            }
+        },
+    };
+
+    let override_header = match object.field("override_header") {
+        Some(field) => match field.string(errors) {
+            Some(name) if is_lowercase_header_name(name) => name.to_string(),
+            Some(name) => {
+                errors.add(&field.path, format!("must be a lowercase HTTP header name, got {name:?}"));
+                DEFAULT_OVERRIDE_HEADER.to_string()
+            }
+            None => DEFAULT_OVERRIDE_HEADER.to_string(),
+        },
+        None => DEFAULT_OVERRIDE_HEADER.to_string(),
+    };
+
+    let mut profiles: Vec<Profile> = Vec::new();
+    if let Some(items) = object.field("profiles").and_then(|f| f.array(errors)) {
+        for item in items {
+            let path = item.path.clone();
+            if let Some(profile) = profile::parse(item, errors) {
+                if profiles.iter().any(|p| p.name == profile.name) {
+                    errors.add(&format!("{path}.name"), format!("{:?} is defined twice", profile.name));
+                } else {
+                    profiles.push(profile);
+                }
+            }
+        }
+    }
+    for builtin in profile::builtins() {
+        if !profiles.iter().any(|p| p.name == builtin.name) {
+            profiles.push(builtin);
+        }
+    }
+    let find = |field: &Field, errors: &mut Errors| -> Option<usize> {
+        let name = field.string(errors)?;
+        let index = profiles.iter().position(|p| p.name == name);
+        if index.is_none() {
+            errors.add(&field.path, format!("names profile {name:?}, which is not defined"));
+        }
+        index
+    };
+
+    let default_profile = object.field("default_profile").and_then(|f| find(&f, errors));
+    let mut routes = HashMap::new();
+    if let Some(map) = object.field("routes").and_then(|f| f.object(errors)) {
+        for (route, value) in map.entries() {
+            let field = Field { path: format!("routes.{route}"), value };
+            if let Some(index) = find(&field, errors) {
+                routes.insert(route.clone(), index);
+            }
+        }
+    }
+    object.finish(errors, |_| None);
+    Some(Config { keys, primary_key_id, override_header, profiles, default_profile, routes })
+}
+
+fn read_keys(field: Field, errors: &mut Errors) -> Vec<(u8, [u8; KEY_LEN])> {
+    let mut keys: Vec<(u8, [u8; KEY_LEN])> = Vec::new();
+    for item in field.array(errors).unwrap_or_default() {
+        let Some(mut object) = item.object(errors) else { continue };
+        let id = match object.field("id") {
+            Some(field) => field.integer(1, 255, errors).map(|id| id as u8),
+            None => {
+                errors.add(&object.child_path("id"), "is required (1 to 255)");
+                None
+            }
+        };
+        if let Some(id) = id {
+            if keys.iter().any(|(seen, _)| *seen == id) {
+                errors.add(&object.child_path("id"), format!("{id} is used by two keys"));
+            }
+        }
+        // The secret itself never appears in an error message.
+        let secret = match object.field("secret") {
+            Some(field) => field.string(errors).and_then(|text| {
+                let decoded = base64::engine::general_purpose::STANDARD.decode(text.trim());
+                match decoded.map(<[u8; KEY_LEN]>::try_from) {
+                    Ok(Ok(secret)) => Some(secret),
+                    Ok(Err(bytes)) => {
+                        errors.add(&field.path, format!("must be base64 of exactly {KEY_LEN} random bytes, got {} bytes (make one with: openssl rand -base64 32)", bytes.len()));
+                        None
+                    }
+                    Err(_) => {
+                        errors.add(&field.path, "is not valid base64 (make one with: openssl rand -base64 32)");
+                        None
+                    }
+                }
+            }),
+            None => {
+                errors.add(&object.child_path("secret"), "is required");
+                None
+            }
+        };
+        object.finish(errors, |_| None);
+        if let (Some(id), Some(secret)) = (id, secret) {
+            keys.push((id, secret));
+        }
+    }
+    keys
+}
+
+fn is_lowercase_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests;

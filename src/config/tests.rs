@@ -1,0 +1,116 @@
+use super::*;
+use crate::profile::{http_cookie, Kind, ServerDown};
+use serde_json::json;
+
+const SECRET_1: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+const SECRET_2: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+
+fn errors_of(config: serde_json::Value) -> Vec<String> {
+    match Config::parse(config.to_string().as_bytes()) {
+        Ok(_) => vec![],
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn reads_the_design_example() {
+    let config = Config::parse(
+        json!({
+            "keys": [{"id": 1, "secret": SECRET_1}, {"id": 2, "secret": SECRET_2}],
+            "primary_key_id": 2,
+            "override_header": "x-persistence-upstream",
+            "default_profile": "web",
+            "routes": {"api": "System-Persistence-Http-Cookie"},
+            "profiles": [{"name": "web", "type": "http_cookie", "description": "shop", "server_down": "never",
+                          "http_cookie": {"name": "SHOP", "timeout_minutes": 720, "always_send": false, "path": "/",
+                                          "domain": null, "http_only": true, "secure": "auto", "same_site": "lax"}}]
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(config.keys, vec![(1, [1; 32]), (2, [2; 32])]);
+    assert_eq!(config.primary_key_id, Some(2));
+    let web = &config.profiles[config.default_profile.unwrap()];
+    assert_eq!((web.name.as_str(), web.server_down, web.description.as_deref()), ("web", ServerDown::Never, Some("shop")));
+    let Kind::HttpCookie(settings) = &web.kind;
+    assert_eq!((settings.name.as_str(), settings.timeout), ("SHOP", Some(43_200)));
+    assert_eq!(config.profiles[config.routes["api"]].name, "System-Persistence-Http-Cookie");
+}
+
+#[test]
+fn minimal_configuration_generates_a_key_and_has_builtins() {
+    let config = Config::parse(b"{\"default_profile\": \"System-Persistence-Http-Cookie\"}").unwrap();
+    assert!(config.keys.is_empty() && config.primary_key_id.is_none());
+    assert_eq!(config.override_header, DEFAULT_OVERRIDE_HEADER);
+    let Kind::HttpCookie(settings) = &config.profiles[config.default_profile.unwrap()].kind;
+    assert_eq!(*settings, http_cookie::Settings::default());
+}
+
+#[test]
+fn a_builtin_can_be_redefined() {
+    let config = Config::parse(
+        json!({"profiles": [{"name": "System-Persistence-Http-Cookie", "type": "http_cookie", "http_cookie": {"name": "MINE"}}]})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    let matching: Vec<_> = config.profiles.iter().filter(|p| p.name == "System-Persistence-Http-Cookie").collect();
+    assert_eq!(matching.len(), 1);
+    let Kind::HttpCookie(settings) = &matching[0].kind;
+    assert_eq!(settings.name, "MINE");
+}
+
+#[test]
+fn a_single_key_is_primary_by_default() {
+    let config = Config::parse(json!({"keys": [{"id": 9, "secret": SECRET_1}]}).to_string().as_bytes()).unwrap();
+    assert_eq!(config.primary_key_id, Some(9));
+}
+
+#[test]
+fn every_rule_is_reported_with_its_path() {
+    let cases: Vec<(serde_json::Value, Vec<&str>)> = vec![
+        (json!([]), vec!["configuration: must be an object, got an array"]),
+        (json!({"profile": []}), vec!["profile: unknown field (known fields here: default_profile, keys, override_header, primary_key_id, profiles, routes)"]),
+        (json!({"keys": [{"id": 1, "secret": "c2hvcnQ="}]}), vec!["keys[0].secret: must be base64 of exactly 32 random bytes, got 5 bytes (make one with: openssl rand -base64 32)"]),
+        (json!({"keys": [{"id": 1, "secret": "not base64!"}]}), vec!["keys[0].secret: is not valid base64 (make one with: openssl rand -base64 32)"]),
+        (json!({"keys": [{"id": 0, "secret": SECRET_1}]}), vec!["keys[0].id: must be an integer between 1 and 255, got number 0"]),
+        (json!({"keys": [{"id": 1, "secret": SECRET_1}, {"id": 1, "secret": SECRET_2}]}), vec!["keys[1].id: 1 is used by two keys", "primary_key_id: is required when several keys are configured"]),
+        (json!({"keys": [{"id": 1, "secret": SECRET_1}], "primary_key_id": 2}), vec!["primary_key_id: must be the id of one of the keys, got 2"]),
+        (json!({"primary_key_id": 2}), vec!["primary_key_id: is set but no keys are configured"]),
+        (json!({"keys": [{"secret": SECRET_1}]}), vec!["keys[0].id: is required (1 to 255)"]),
+        (json!({"override_header": "X-Upstream"}), vec!["override_header: must be a lowercase HTTP header name, got \"X-Upstream\""]),
+        (json!({"default_profile": "web"}), vec!["default_profile: names profile \"web\", which is not defined"]),
+        (json!({"routes": {"r1": "nope"}}), vec!["routes.r1: names profile \"nope\", which is not defined"]),
+        (json!({"profiles": [{"type": "http_cookie"}]}), vec!["profiles[0].name: is required"]),
+        (json!({"profiles": [{"name": "a b", "type": "http_cookie"}]}), vec!["profiles[0].name: must be 1 to 64 letters, digits, '-' or '_', got \"a b\""]),
+        (json!({"profiles": [{"name": "w"}]}), vec!["profiles[0].type: is required (one of http_cookie)"]),
+        (json!({"profiles": [{"name": "w", "type": "cookie"}]}), vec!["profiles[0].type: must be one of \"http_cookie\", got string \"cookie\""]),
+        (json!({"profiles": [{"name": "w", "type": "http_cookie", "server_down": "later"}]}), vec!["profiles[0].server_down: must be one of \"immediate\", \"never\", got string \"later\""]),
+        (json!({"profiles": [{"name": "w", "type": "http_cookie"}, {"name": "w", "type": "http_cookie"}]}), vec!["profiles[1].name: \"w\" is defined twice"]),
+        (json!({"profiles": [{"name": "w", "type": "http_cookie", "http_cookie": {"timeout_minutes": 5}}]}), vec!["profiles[0].http_cookie.timeout_minutes: must be an integer between 10 and 720, got number 5"]),
+    ];
+    for (config, expected) in cases {
+        assert_eq!(errors_of(config.clone()), expected, "{config}");
+    }
+}
+
+#[test]
+fn reports_all_errors_at_once() {
+    let errors = errors_of(json!({"override_header": "", "profiles": [{"name": "w", "type": "http_cookie", "http_cookie": {"timeout_minutes": 1, "secure": "yes"}}]}));
+    assert_eq!(errors.len(), 3, "{errors:?}");
+}
+
+#[test]
+fn rejects_empty_and_invalid_json() {
+    assert_eq!(Config::parse(b"  ").unwrap_err()[0].to_string(), "configuration: is empty: expected a JSON object (see README, \"Configuration\")");
+    assert!(Config::parse(b"{").unwrap_err()[0].to_string().starts_with("configuration: is not valid JSON: EOF while parsing"));
+}
+
+#[test]
+fn secrets_never_appear_in_errors() {
+    let secret = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=";
+    let errors = errors_of(json!({"keys": [{"id": 1, "secret": secret}]}));
+    assert_eq!(errors.len(), 1);
+    assert!(!errors[0].contains(secret));
+}

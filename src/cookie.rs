@@ -1,0 +1,186 @@
+//! `Cookie` request headers (find and remove one cookie, leaving the others byte for byte) and
+//! `Set-Cookie` response headers (build ours). Works on bytes: headers are not always UTF-8.
+
+use std::fmt::Write;
+
+/// Splits a Cookie header into its `name=value` pairs, OWS trimmed. Pairs without `=` are skipped.
+fn pairs(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    header.split(|&b| b == b';').filter_map(|pair| {
+        let pair = pair.trim_ascii();
+        let eq = pair.iter().position(|&b| b == b'=')?;
+        let (name, value) = pair.split_at(eq);
+        Some((name.trim_ascii_end(), value.get(1..).unwrap_or_default().trim_ascii_start()))
+    })
+}
+
+/// The values of every cookie called `name`, in header order (names are case-sensitive).
+pub fn values<'a>(header: &'a [u8], name: &'a str) -> impl Iterator<Item = &'a [u8]> {
+    pairs(header).filter(move |(n, _)| *n == name.as_bytes()).map(|(_, v)| v)
+}
+
+/// The header without the cookies called `name`, or None when it has none. The other cookies and
+/// the separators between them are kept byte for byte; an empty result means "drop the header".
+pub fn without(header: &[u8], name: &str) -> Option<Vec<u8>> {
+    let is_ours = |segment: &[u8]| {
+        let segment = segment.trim_ascii_start();
+        segment.strip_prefix(name.as_bytes()).is_some_and(|rest| rest.trim_ascii_start().first() == Some(&b'='))
+    };
+    if !header.split(|&b| b == b';').any(is_ours) {
+        return None;
+    }
+    let kept: Vec<&[u8]> = header.split(|&b| b == b';').filter(|s| !is_ours(s)).collect();
+    let mut out = kept.join(&b';');
+    let leading = out.len() - out.trim_ascii_start().len();
+    out.drain(..leading);
+    if out.trim_ascii().is_empty() {
+        out.clear();
+    }
+    Some(out)
+}
+
+/// RFC 6265 cookie-name: an HTTP token.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Characters allowed in a Path or Domain attribute value: visible ASCII except `;` and `,`.
+pub fn is_valid_attribute_value(value: &str) -> bool {
+    value.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b';' && b != b',')
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SameSite {
+    Lax,
+    Strict,
+    None,
+}
+
+/// Everything about our Set-Cookie that is fixed by configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attributes {
+    pub path: String,
+    pub domain: Option<String>,
+    pub http_only: bool,
+    pub same_site: Option<SameSite>,
+}
+
+/// `name=value; Path=..; [Domain=..;] [Max-Age=..; Expires=..;] [Secure;] [HttpOnly;] [SameSite=..]`
+/// `lifetime`: seconds from `now` until the browser should drop the cookie; None for a session cookie.
+pub fn set_cookie(name: &str, value: &str, attributes: &Attributes, secure: bool, lifetime: Option<u64>, now: u64) -> String {
+    let mut out = String::with_capacity(name.len() + value.len() + 96);
+    let _ = write!(out, "{name}={value}; Path={}", attributes.path);
+    if let Some(domain) = &attributes.domain {
+        let _ = write!(out, "; Domain={domain}");
+    }
+    if let Some(lifetime) = lifetime {
+        let _ = write!(out, "; Max-Age={lifetime}; Expires={}", http_date(now.saturating_add(lifetime)));
+    }
+    if secure {
+        out.push_str("; Secure");
+    }
+    if attributes.http_only {
+        out.push_str("; HttpOnly");
+    }
+    match attributes.same_site {
+        Some(SameSite::Lax) => out.push_str("; SameSite=Lax"),
+        Some(SameSite::Strict) => out.push_str("; SameSite=Strict"),
+        Some(SameSite::None) => out.push_str("; SameSite=None"),
+        None => {}
+    }
+    out
+}
+
+/// IMF-fixdate (RFC 9110), e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub fn http_date(unix_seconds: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let days = unix_seconds / 86_400;
+    let secs = unix_seconds % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    let weekday = DAYS.get((days % 7) as usize).copied().unwrap_or("Thu");
+    let month = MONTHS.get(month as usize - 1).copied().unwrap_or("Jan");
+    format!("{weekday}, {day:02} {month} {year} {:02}:{:02}:{:02} GMT", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+/// Days since 1970-01-01 to (year, month 1-12, day 1-31); Howard Hinnant's algorithm.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(header: &str, name: &'static str) -> Vec<String> {
+        values(header.as_bytes(), name).map(|v| String::from_utf8(v.to_vec()).unwrap()).collect()
+    }
+
+    fn removed(header: &str, name: &str) -> Option<String> {
+        without(header.as_bytes(), name).map(|v| String::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn finds_values_by_exact_name() {
+        assert_eq!(found("a=1; AVI_COOKIE=tok; b=2", "AVI_COOKIE"), ["tok"]);
+        assert_eq!(found("AVI_COOKIE=x;AVI_COOKIE=y", "AVI_COOKIE"), ["x", "y"]);
+        assert_eq!(found("avi_cookie=x; XAVI_COOKIE=y; AVI_COOKIEX=z", "AVI_COOKIE"), Vec::<String>::new());
+        assert_eq!(found(" AVI_COOKIE = v ;", "AVI_COOKIE"), ["v"]);
+        assert_eq!(found("AVI_COOKIE=", "AVI_COOKIE"), [""]);
+        assert_eq!(found("AVI_COOKIE; ;;=x", "AVI_COOKIE"), Vec::<String>::new());
+        assert_eq!(found("k=a=b", "k"), ["a=b"]);
+    }
+
+    #[test]
+    fn removes_ours_and_keeps_everything_else_byte_for_byte() {
+        assert_eq!(removed("a=1; AVI_COOKIE=tok; b=2", "AVI_COOKIE").unwrap(), "a=1; b=2");
+        assert_eq!(removed("AVI_COOKIE=tok; a=\"q;\"", "AVI_COOKIE").unwrap(), "a=\"q;\"");
+        assert_eq!(removed("a=1;AVI_COOKIE=t;b=2;AVI_COOKIE=u", "AVI_COOKIE").unwrap(), "a=1;b=2");
+        assert_eq!(removed("x=%E2%9C%93;  y=a b ; AVI_COOKIE=t", "AVI_COOKIE").unwrap(), "x=%E2%9C%93;  y=a b ");
+        assert_eq!(removed("AVI_COOKIE=t", "AVI_COOKIE").unwrap(), "");
+        assert_eq!(removed("AVI_COOKIE=t; ", "AVI_COOKIE").unwrap(), "");
+        assert_eq!(removed("a=1; b=2", "AVI_COOKIE"), None);
+        assert_eq!(removed("AVI_COOKIEX=1", "AVI_COOKIE"), None);
+    }
+
+    #[test]
+    fn keeps_non_utf8_bytes_of_other_cookies() {
+        let header = b"a=\xff\xfe; AVI_COOKIE=t; b=\x80";
+        assert_eq!(without(header, "AVI_COOKIE").unwrap(), b"a=\xff\xfe; b=\x80");
+    }
+
+    #[test]
+    fn validates_names_and_attribute_values() {
+        assert!(is_valid_name("AVI_COOKIE") && is_valid_name("JSESSIONID") && is_valid_name("__Host-x"));
+        assert!(!is_valid_name("") && !is_valid_name("a b") && !is_valid_name("a=b") && !is_valid_name("a;b"));
+        assert!(is_valid_attribute_value("/app") && is_valid_attribute_value(".example.com"));
+        assert!(!is_valid_attribute_value("/a;b") && !is_valid_attribute_value("/a b") && !is_valid_attribute_value("/\n"));
+    }
+
+    #[test]
+    fn builds_set_cookie() {
+        let attributes = Attributes { path: "/".into(), domain: None, http_only: true, same_site: Some(SameSite::Lax) };
+        assert_eq!(set_cookie("AVI_COOKIE", "tok", &attributes, false, None, 0), "AVI_COOKIE=tok; Path=/; HttpOnly; SameSite=Lax");
+        let attributes = Attributes { path: "/app".into(), domain: Some("example.com".into()), http_only: false, same_site: None };
+        assert_eq!(
+            set_cookie("c", "v", &attributes, true, Some(600), 784_111_177),
+            "c=v; Path=/app; Domain=example.com; Max-Age=600; Expires=Sun, 06 Nov 1994 08:49:37 GMT; Secure"
+        );
+    }
+
+    #[test]
+    fn formats_http_dates() {
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(http_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(http_date(1_795_132_800), "Fri, 20 Nov 2026 00:00:00 GMT");
+    }
+}

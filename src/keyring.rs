@@ -1,0 +1,55 @@
+//! The keys that seal and open tokens: looked up by the one-byte id carried in every token, with one
+//! primary key for new tokens. Ciphers are built once (at configure time), never per request.
+
+use aes_gcm::{Aes256Gcm, KeyInit};
+
+pub const KEY_LEN: usize = 32;
+/// Id of the key the filter generates for itself when none is configured (configured ids are 1-255).
+pub const GENERATED_KEY_ID: u8 = 0;
+
+pub struct Keyring {
+    keys: Vec<(u8, Aes256Gcm)>,
+    primary: u8,
+}
+
+impl Keyring {
+    /// `keys` must be non-empty with unique ids and contain `primary` (configuration validates this);
+    /// returns None otherwise.
+    pub fn new(keys: &[(u8, [u8; KEY_LEN])], primary: u8) -> Option<Keyring> {
+        let mut ring = Vec::with_capacity(keys.len());
+        for (id, secret) in keys {
+            if ring.iter().any(|(seen, _)| seen == id) {
+                return None;
+            }
+            ring.push((*id, Aes256Gcm::new(secret.into())));
+        }
+        ring.iter().any(|(id, _)| *id == primary).then_some(Keyring { keys: ring, primary })
+    }
+
+    pub fn primary_id(&self) -> u8 {
+        self.primary
+    }
+
+    pub fn primary(&self) -> Option<&Aes256Gcm> {
+        self.get(self.primary)
+    }
+
+    pub fn get(&self, id: u8) -> Option<&Aes256Gcm> {
+        self.keys.iter().find(|(key_id, _)| *key_id == id).map(|(_, cipher)| cipher)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_keys_by_id_and_requires_primary_among_them() {
+        let ring = Keyring::new(&[(1, [1; 32]), (2, [2; 32])], 2).unwrap();
+        assert_eq!(ring.primary_id(), 2);
+        assert!(ring.get(1).is_some() && ring.get(2).is_some() && ring.get(3).is_none());
+        assert!(Keyring::new(&[(1, [1; 32])], 2).is_none());
+        assert!(Keyring::new(&[(1, [1; 32]), (1, [2; 32])], 1).is_none());
+        assert!(Keyring::new(&[], 0).is_none());
+    }
+}

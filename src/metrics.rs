@@ -1,0 +1,142 @@
+//! Stat names. Envoy shows them with its `wasmcustom.` prefix, e.g.
+//! `wasmcustom.persistence.web.pinned` (Prometheus: `wasmcustom_persistence_web_pinned`).
+//! The names are part of the public interface: README has the table.
+
+use crate::profile::http_cookie::{Outcome, Rejection};
+
+pub const PREFIX: &str = "persistence";
+
+/// Counters kept for each profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProfileCounter {
+    Pinned,
+    New,
+    Repicked,
+    Kept,
+    NoUpstream,
+    RejectedMalformed,
+    RejectedUnknownKey,
+    RejectedForged,
+    RejectedExpired,
+    RejectedIdle,
+    Rotated,
+    Refreshed,
+}
+
+impl ProfileCounter {
+    pub const ALL: [ProfileCounter; 12] = [
+        ProfileCounter::Pinned,
+        ProfileCounter::New,
+        ProfileCounter::Repicked,
+        ProfileCounter::Kept,
+        ProfileCounter::NoUpstream,
+        ProfileCounter::RejectedMalformed,
+        ProfileCounter::RejectedUnknownKey,
+        ProfileCounter::RejectedForged,
+        ProfileCounter::RejectedExpired,
+        ProfileCounter::RejectedIdle,
+        ProfileCounter::Rotated,
+        ProfileCounter::Refreshed,
+    ];
+
+    pub fn suffix(self) -> &'static str {
+        match self {
+            ProfileCounter::Pinned => "pinned",
+            ProfileCounter::New => "new",
+            ProfileCounter::Repicked => "repicked",
+            ProfileCounter::Kept => "kept",
+            ProfileCounter::NoUpstream => "no_upstream",
+            ProfileCounter::RejectedMalformed => "rejected.malformed",
+            ProfileCounter::RejectedUnknownKey => "rejected.unknown_key",
+            ProfileCounter::RejectedForged => "rejected.forged",
+            ProfileCounter::RejectedExpired => "rejected.expired",
+            ProfileCounter::RejectedIdle => "rejected.idle",
+            ProfileCounter::Rotated => "rotated",
+            ProfileCounter::Refreshed => "refreshed",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl From<Outcome> for ProfileCounter {
+    fn from(outcome: Outcome) -> ProfileCounter {
+        match outcome {
+            Outcome::Pinned => ProfileCounter::Pinned,
+            Outcome::New => ProfileCounter::New,
+            Outcome::Repicked => ProfileCounter::Repicked,
+            Outcome::Kept => ProfileCounter::Kept,
+            Outcome::NoUpstream => ProfileCounter::NoUpstream,
+        }
+    }
+}
+
+impl From<Rejection> for ProfileCounter {
+    fn from(rejection: Rejection) -> ProfileCounter {
+        match rejection {
+            Rejection::Malformed => ProfileCounter::RejectedMalformed,
+            Rejection::UnknownKey => ProfileCounter::RejectedUnknownKey,
+            Rejection::Forged => ProfileCounter::RejectedForged,
+            Rejection::Expired => ProfileCounter::RejectedExpired,
+            Rejection::Idle => ProfileCounter::RejectedIdle,
+        }
+    }
+}
+
+pub fn profile_stat(profile: &str, counter: ProfileCounter) -> String {
+    format!("{PREFIX}.{profile}.{}", counter.suffix())
+}
+
+/// Counters for the whole filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FilterCounter {
+    /// Configurations Envoy had to reject.
+    ConfigErrors,
+    /// Requests that arrived carrying the override header (removed before routing).
+    SpoofedOverrideHeader,
+    /// Route metadata named a profile this configuration does not define.
+    UnknownProfile,
+    /// A host call failed; the request continued without persistence.
+    HostErrors,
+}
+
+impl FilterCounter {
+    pub const ALL: [FilterCounter; 4] =
+        [FilterCounter::ConfigErrors, FilterCounter::SpoofedOverrideHeader, FilterCounter::UnknownProfile, FilterCounter::HostErrors];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FilterCounter::ConfigErrors => "persistence.config_errors",
+            FilterCounter::SpoofedOverrideHeader => "persistence.override_header_removed",
+            FilterCounter::UnknownProfile => "persistence.unknown_profile",
+            FilterCounter::HostErrors => "persistence.host_errors",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_match_positions_and_names_are_unique() {
+        for (i, counter) in ProfileCounter::ALL.iter().enumerate() {
+            assert_eq!(counter.index(), i);
+        }
+        for (i, counter) in FilterCounter::ALL.iter().enumerate() {
+            assert_eq!(counter.index(), i);
+        }
+        let mut names: Vec<String> = ProfileCounter::ALL.iter().map(|c| profile_stat("p", *c)).collect();
+        names.extend(FilterCounter::ALL.iter().map(|c| c.name().to_string()));
+        let count = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), count);
+    }
+}

@@ -1,0 +1,453 @@
+//! HTTP cookie persistence (Avi "HTTP Cookie"): the filter inserts a cookie whose value is a sealed
+//! token naming the server, and reads it back on later requests. Nothing is stored in Envoy.
+
+use crate::config::reader::{Errors, Field};
+use crate::cookie::{self, Attributes, SameSite};
+use crate::endpoint::Endpoint;
+use crate::keyring::Keyring;
+use crate::profile::ServerDown;
+use crate::token::{self, Claims, OpenError, Purpose};
+
+pub const DEFAULT_NAME: &str = "AVI_COOKIE";
+const MINUTE: u64 = 60;
+
+/// When to add the `Secure` attribute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Secure {
+    /// Exactly when the client's connection to Envoy is TLS.
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub name: String,
+    /// Absolute lifetime from the cookie's creation, seconds; None makes a session cookie.
+    pub timeout: Option<u64>,
+    /// Inactivity after which the cookie is no longer honoured, seconds.
+    pub idle_timeout: Option<u64>,
+    pub always_send: bool,
+    pub secure: Secure,
+    pub attributes: Attributes,
+}
+
+impl Default for Settings {
+    /// Avi's System-Persistence-Http-Cookie: AVI_COOKIE, a session cookie, sent once.
+    fn default() -> Settings {
+        Settings {
+            name: DEFAULT_NAME.to_string(),
+            timeout: None,
+            idle_timeout: None,
+            always_send: false,
+            secure: Secure::Auto,
+            attributes: Attributes { path: "/".into(), domain: None, http_only: true, same_site: Some(SameSite::Lax) },
+        }
+    }
+}
+
+impl Settings {
+    /// Reads the `http_cookie` section of a profile (absent means all defaults).
+    pub fn parse(section: Option<Field>, errors: &mut Errors) -> Settings {
+        let mut settings = Settings::default();
+        let Some(mut object) = section.and_then(|field| field.object(errors)) else { return settings };
+        if let Some(field) = object.field("name") {
+            match field.string(errors) {
+                Some(name) if cookie::is_valid_name(name) => settings.name = name.to_string(),
+                Some(name) => errors.add(&field.path, format!("must be a cookie name (letters, digits and !#$%&'*+-.^_`|~), got {name:?}")),
+                None => {}
+            }
+        }
+        settings.timeout = object.field("timeout_minutes").and_then(|f| f.integer(10, 720, errors)).map(|m| m * MINUTE);
+        if let Some(field) = object.field("idle_timeout_minutes") {
+            if let Some(idle) = field.integer(1, 720, errors).map(|m| m * MINUTE) {
+                match settings.timeout {
+                    Some(timeout) if idle > timeout => {
+                        errors.add(&field.path, "must not be longer than timeout_minutes (the cookie would expire first)")
+                    }
+                    _ => settings.idle_timeout = Some(idle),
+                }
+            }
+        }
+        if let Some(always) = object.field("always_send").and_then(|f| f.bool(errors)) {
+            settings.always_send = always;
+        }
+        if let Some(field) = object.field("path") {
+            match field.string(errors) {
+                Some(path) if path.starts_with('/') && cookie::is_valid_attribute_value(path) => settings.attributes.path = path.into(),
+                Some(path) => errors.add(&field.path, format!("must start with / and hold no spaces, ';' or ',', got {path:?}")),
+                None => {}
+            }
+        }
+        if let Some(field) = object.field("domain") {
+            match field.string(errors) {
+                Some(domain) if !domain.is_empty() && cookie::is_valid_attribute_value(domain) => {
+                    settings.attributes.domain = Some(domain.into())
+                }
+                Some(domain) => errors.add(&field.path, format!("must be a domain name, got {domain:?}")),
+                None => {}
+            }
+        }
+        if let Some(http_only) = object.field("http_only").and_then(|f| f.bool(errors)) {
+            settings.attributes.http_only = http_only;
+        }
+        let secure_choices = [("auto", Secure::Auto), ("always", Secure::Always), ("never", Secure::Never)];
+        if let Some(secure) = object.field("secure").and_then(|f| f.choice(&secure_choices, errors)) {
+            settings.secure = secure;
+        }
+        // `"same_site": null` omits the attribute; absent keeps the default (Lax).
+        let same_site_choices = [("lax", SameSite::Lax), ("strict", SameSite::Strict), ("none", SameSite::None)];
+        match object.field("same_site") {
+            Some(field) => {
+                if let Some(same_site) = field.choice(&same_site_choices, errors) {
+                    settings.attributes.same_site = Some(same_site);
+                    if same_site == SameSite::None && settings.secure == Secure::Never {
+                        errors.add(&field.path, "\"none\" needs secure \"auto\" or \"always\": browsers drop SameSite=None cookies without Secure");
+                    }
+                }
+            }
+            None if object.is_null("same_site") => settings.attributes.same_site = None,
+            None => {}
+        }
+        object.finish(errors, |_| None);
+        settings
+    }
+}
+
+/// Why a presented cookie was not honoured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    Malformed,
+    UnknownKey,
+    Forged,
+    Expired,
+    Idle,
+}
+
+impl From<OpenError> for Rejection {
+    fn from(error: OpenError) -> Rejection {
+        match error {
+            OpenError::Malformed => Rejection::Malformed,
+            OpenError::UnknownKey => Rejection::UnknownKey,
+            OpenError::Forged => Rejection::Forged,
+        }
+    }
+}
+
+/// What the request's persistence cookie said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Presented {
+    Absent,
+    Rejected(Rejection),
+    Valid { claims: Claims, key_id: u8, token: String },
+}
+
+impl Presented {
+    pub fn pin(&self) -> Option<Endpoint> {
+        match self {
+            Presented::Valid { claims, .. } => Some(claims.endpoint),
+            _ => None,
+        }
+    }
+}
+
+/// Reads our cookie from the request's Cookie headers. With several cookies of our name (a browser
+/// holding one per path or domain) the first valid one wins; else the first rejection is reported.
+pub fn read_request(settings: &Settings, keyring: &Keyring, cookie_headers: &[Vec<u8>], now: u64) -> Presented {
+    let mut first_rejection = None;
+    for value in cookie_headers.iter().flat_map(|header| cookie::values(header, &settings.name)) {
+        match judge(settings, keyring, value, now) {
+            Ok(presented) => return presented,
+            Err(rejection) => {
+                first_rejection.get_or_insert(rejection);
+            }
+        }
+    }
+    first_rejection.map_or(Presented::Absent, Presented::Rejected)
+}
+
+fn judge(settings: &Settings, keyring: &Keyring, value: &[u8], now: u64) -> Result<Presented, Rejection> {
+    let opened = token::open(keyring, Purpose::HttpCookie, &settings.name, value)?;
+    let claims = opened.claims;
+    if claims.expires_at.is_some_and(|expires_at| now >= expires_at) {
+        return Err(Rejection::Expired);
+    }
+    if settings.idle_timeout.is_some_and(|idle| now >= claims.issued_at.saturating_add(idle)) {
+        return Err(Rejection::Idle);
+    }
+    // A token that opened is base64url, so it is ASCII.
+    let token = String::from_utf8_lossy(value).into_owned();
+    Ok(Presented::Valid { claims, key_id: opened.key_id, token })
+}
+
+/// How a request on this profile ended, for counters and the access log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The cookie's server answered.
+    Pinned,
+    /// No usable cookie: the load balancer chose and a cookie was issued.
+    New,
+    /// The cookie's server was not available; another was chosen and the cookie now names it.
+    Repicked,
+    /// The cookie's server was not available and `server_down: never` keeps the cookie as it is.
+    Kept,
+    /// Envoy answered without an upstream (no healthy host, local reply): nothing to persist.
+    NoUpstream,
+}
+
+/// What to send back in Set-Cookie.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    None,
+    /// The presented token again (always_send): no crypto needed.
+    Echo { token: String, expires_at: Option<u64> },
+    Seal(Claims),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    pub reply: Reply,
+    /// Re-sealed under the primary key (key rotation).
+    pub rotated: bool,
+    /// Re-sealed because half the idle window had passed.
+    pub refreshed: bool,
+}
+
+/// Decides the response side once Envoy has picked `upstream` (None: no upstream was used).
+pub fn decide(settings: &Settings, server_down: ServerDown, presented: &Presented, upstream: Option<Endpoint>, primary_key_id: u8, now: u64) -> Decision {
+    let fresh = |endpoint| Claims { endpoint, issued_at: now, expires_at: settings.timeout.map(|t| now.saturating_add(t)) };
+    let decision = |outcome, reply| Decision { outcome, reply, rotated: false, refreshed: false };
+    let Some(upstream) = upstream else { return decision(Outcome::NoUpstream, Reply::None) };
+    let Presented::Valid { claims, key_id, token } = presented else {
+        return decision(Outcome::New, Reply::Seal(fresh(upstream)));
+    };
+    let outcome = if claims.endpoint == upstream {
+        Outcome::Pinned
+    } else if server_down == ServerDown::Immediate {
+        return decision(Outcome::Repicked, Reply::Seal(fresh(upstream)));
+    } else {
+        Outcome::Kept
+    };
+    // The session keeps its server and its absolute expiry; only the seal is renewed.
+    let rotated = *key_id != primary_key_id;
+    let refreshed = !rotated && settings.idle_timeout.is_some_and(|idle| now.saturating_sub(claims.issued_at) >= idle / 2);
+    let reply = if rotated || refreshed {
+        Reply::Seal(Claims { issued_at: now, ..*claims })
+    } else if settings.always_send {
+        Reply::Echo { token: token.clone(), expires_at: claims.expires_at }
+    } else {
+        Reply::None
+    };
+    Decision { outcome, reply, rotated, refreshed }
+}
+
+/// The Set-Cookie header for a reply; None when nothing is to be sent or sealing failed.
+pub fn set_cookie_header(settings: &Settings, keyring: &Keyring, reply: &Reply, tls: bool, now: u64, nonce: [u8; token::NONCE_LEN]) -> Option<String> {
+    let (value, expires_at) = match reply {
+        Reply::None => return None,
+        Reply::Echo { token, expires_at } => (token.clone(), *expires_at),
+        Reply::Seal(claims) => (token::seal(keyring, Purpose::HttpCookie, &settings.name, claims, nonce)?, claims.expires_at),
+    };
+    let secure = match settings.secure {
+        Secure::Auto => tls,
+        Secure::Always => true,
+        Secure::Never => false,
+    };
+    let lifetime = expires_at.map(|expires_at| expires_at.saturating_sub(now));
+    Some(cookie::set_cookie(&settings.name, &value, &settings.attributes, secure, lifetime, now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint;
+    use serde_json::json;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn keyring() -> Keyring {
+        Keyring::new(&[(1, [1; 32]), (2, [2; 32])], 2).unwrap()
+    }
+
+    fn server(n: u8) -> Endpoint {
+        endpoint::parse(&format!("10.0.0.{n}:8080")).unwrap()
+    }
+
+    fn parse(section: serde_json::Value) -> Result<Settings, Vec<String>> {
+        let mut errors = Errors::default();
+        let settings = Settings::parse(Some(Field { path: "http_cookie".into(), value: &section }), &mut errors);
+        if errors.0.is_empty() {
+            Ok(settings)
+        } else {
+            Err(errors.0.iter().map(ToString::to_string).collect())
+        }
+    }
+
+    fn cookie_for(settings: &Settings, keys: &Keyring, claims: Claims) -> Vec<u8> {
+        let value = token::seal(keys, Purpose::HttpCookie, &settings.name, &claims, [3; 12]).unwrap();
+        format!("other=1; {}={value}", settings.name).into_bytes()
+    }
+
+    #[test]
+    fn defaults_are_avis_system_profile() {
+        let settings = parse(json!({})).unwrap();
+        assert_eq!(settings, Settings::default());
+        assert_eq!(settings.name, "AVI_COOKIE");
+        assert_eq!(settings.timeout, None);
+        assert!(!settings.always_send);
+    }
+
+    #[test]
+    fn reads_every_field() {
+        let settings = parse(json!({"name": "SRV", "timeout_minutes": 720, "idle_timeout_minutes": 30, "always_send": true,
+            "path": "/app", "domain": "example.com", "http_only": false, "secure": "always", "same_site": "none"}))
+        .unwrap();
+        assert_eq!(settings.name, "SRV");
+        assert_eq!(settings.timeout, Some(720 * 60));
+        assert_eq!(settings.idle_timeout, Some(30 * 60));
+        assert!(settings.always_send);
+        assert_eq!(settings.secure, Secure::Always);
+        assert_eq!(
+            settings.attributes,
+            Attributes { path: "/app".into(), domain: Some("example.com".into()), http_only: false, same_site: Some(SameSite::None) }
+        );
+        assert_eq!(parse(json!({"same_site": null})).unwrap().attributes.same_site, None);
+    }
+
+    #[test]
+    fn rejects_bad_fields_naming_path_and_rule() {
+        let cases = [
+            (json!({"timeout_minutes": 5}), "http_cookie.timeout_minutes: must be an integer between 10 and 720, got number 5"),
+            (json!({"timeout_minutes": 721}), "http_cookie.timeout_minutes: must be an integer between 10 and 720, got number 721"),
+            (json!({"timeout_minutes": "60"}), "http_cookie.timeout_minutes: must be an integer between 10 and 720, got string \"60\""),
+            (json!({"timeout_minutes": 10, "idle_timeout_minutes": 20}), "http_cookie.idle_timeout_minutes: must not be longer than timeout_minutes (the cookie would expire first)"),
+            (json!({"name": "a b"}), "http_cookie.name: must be a cookie name (letters, digits and !#$%&'*+-.^_`|~), got \"a b\""),
+            (json!({"path": "app"}), "http_cookie.path: must start with / and hold no spaces, ';' or ',', got \"app\""),
+            (json!({"secure": true}), "http_cookie.secure: must be one of \"auto\", \"always\", \"never\", got boolean true"),
+            (json!({"secure": "never", "same_site": "none"}), "http_cookie.same_site: \"none\" needs secure \"auto\" or \"always\": browsers drop SameSite=None cookies without Secure"),
+            (json!({"nmae": "x"}), "http_cookie.nmae: unknown field (known fields here: always_send, domain, http_only, idle_timeout_minutes, name, path, same_site, secure, timeout_minutes)"),
+            (json!("x"), "http_cookie: must be an object, got string \"x\""),
+        ];
+        for (section, expected) in cases {
+            assert_eq!(parse(section.clone()), Err(vec![expected.to_string()]), "{section}");
+        }
+    }
+
+    #[test]
+    fn honours_a_valid_cookie_and_strips_nothing_else() {
+        let settings = Settings::default();
+        let keys = keyring();
+        let claims = Claims { endpoint: server(2), issued_at: NOW - 100, expires_at: None };
+        let presented = read_request(&settings, &keys, &[cookie_for(&settings, &keys, claims)], NOW);
+        assert_eq!(presented.pin(), Some(server(2)));
+        let decision = decide(&settings, ServerDown::Immediate, &presented, Some(server(2)), 2, NOW);
+        assert_eq!(decision, Decision { outcome: Outcome::Pinned, reply: Reply::None, rotated: false, refreshed: false });
+    }
+
+    #[test]
+    fn issues_a_cookie_when_there_is_none_or_it_is_rejected() {
+        let settings = Settings { timeout: Some(600), ..Settings::default() };
+        let keys = keyring();
+        for headers in [vec![], vec![b"a=1".to_vec()], vec![b"AVI_COOKIE=garbage".to_vec()]] {
+            let presented = read_request(&settings, &keys, &headers, NOW);
+            assert_eq!(presented.pin(), None);
+            let decision = decide(&settings, ServerDown::Immediate, &presented, Some(server(1)), 2, NOW);
+            assert_eq!(decision.outcome, Outcome::New);
+            assert_eq!(decision.reply, Reply::Seal(Claims { endpoint: server(1), issued_at: NOW, expires_at: Some(NOW + 600) }));
+        }
+    }
+
+    #[test]
+    fn classifies_rejections() {
+        let settings = Settings { idle_timeout: Some(600), ..Settings::default() };
+        let keys = keyring();
+        let other_fleet = Keyring::new(&[(2, [9; 32])], 2).unwrap();
+        let retired = Keyring::new(&[(3, [3; 32])], 3).unwrap();
+        let live = Claims { endpoint: server(1), issued_at: NOW, expires_at: Some(NOW + 60) };
+        let cases = [
+            (b"AVI_COOKIE=%%%".to_vec(), Rejection::Malformed),
+            (cookie_for(&settings, &other_fleet, live), Rejection::Forged),
+            (cookie_for(&settings, &retired, live), Rejection::UnknownKey),
+            (cookie_for(&settings, &keys, Claims { expires_at: Some(NOW), ..live }), Rejection::Expired),
+            (cookie_for(&settings, &keys, Claims { issued_at: NOW - 600, expires_at: None, ..live }), Rejection::Idle),
+        ];
+        for (header, rejection) in cases {
+            assert_eq!(read_request(&settings, &keys, &[header], NOW), Presented::Rejected(rejection));
+        }
+        let renamed = Settings { name: "OTHER".into(), ..settings.clone() };
+        let header = cookie_for(&renamed, &keys, live);
+        let header = String::from_utf8(header).unwrap().replace("OTHER=", "AVI_COOKIE=");
+        assert_eq!(read_request(&settings, &keys, &[header.into_bytes()], NOW), Presented::Rejected(Rejection::Forged));
+    }
+
+    #[test]
+    fn first_valid_cookie_of_several_wins() {
+        let settings = Settings::default();
+        let keys = keyring();
+        let good = cookie_for(&settings, &keys, Claims { endpoint: server(3), issued_at: NOW, expires_at: None });
+        let presented = read_request(&settings, &keys, &[b"AVI_COOKIE=junk".to_vec(), good], NOW);
+        assert_eq!(presented.pin(), Some(server(3)));
+    }
+
+    #[test]
+    fn server_down_immediate_repicks_and_never_keeps() {
+        let settings = Settings { timeout: Some(600), ..Settings::default() };
+        let keys = keyring();
+        let claims = Claims { endpoint: server(1), issued_at: NOW - 10, expires_at: Some(NOW + 300) };
+        let presented = read_request(&settings, &keys, &[cookie_for(&settings, &keys, claims)], NOW);
+        let immediate = decide(&settings, ServerDown::Immediate, &presented, Some(server(2)), 2, NOW);
+        assert_eq!(immediate.outcome, Outcome::Repicked);
+        assert_eq!(immediate.reply, Reply::Seal(Claims { endpoint: server(2), issued_at: NOW, expires_at: Some(NOW + 600) }));
+        let never = decide(&settings, ServerDown::Never, &presented, Some(server(2)), 2, NOW);
+        assert_eq!(never.outcome, Outcome::Kept);
+        assert_eq!(never.reply, Reply::None);
+        let local_reply = decide(&settings, ServerDown::Never, &presented, None, 2, NOW);
+        assert_eq!(local_reply.outcome, Outcome::NoUpstream);
+        assert_eq!(local_reply.reply, Reply::None);
+    }
+
+    #[test]
+    fn always_send_echoes_and_rotation_reseals_keeping_the_session() {
+        let settings = Settings { always_send: true, timeout: Some(600), ..Settings::default() };
+        let keys = keyring();
+        let claims = Claims { endpoint: server(1), issued_at: NOW - 10, expires_at: Some(NOW + 300) };
+        let old_key = Keyring::new(&[(1, [1; 32])], 1).unwrap();
+        let current = read_request(&settings, &keys, &[cookie_for(&settings, &keys, claims)], NOW);
+        let decision = decide(&settings, ServerDown::Immediate, &current, Some(server(1)), 2, NOW);
+        let Presented::Valid { token, .. } = &current else { panic!() };
+        assert_eq!(decision.reply, Reply::Echo { token: token.clone(), expires_at: Some(NOW + 300) });
+        let rotated = read_request(&settings, &keys, &[cookie_for(&settings, &old_key, claims)], NOW);
+        let decision = decide(&settings, ServerDown::Immediate, &rotated, Some(server(1)), 2, NOW);
+        assert!(decision.rotated);
+        assert_eq!(decision.reply, Reply::Seal(Claims { issued_at: NOW, ..claims }));
+    }
+
+    #[test]
+    fn idle_refresh_happens_after_half_the_window_only() {
+        let settings = Settings { idle_timeout: Some(600), ..Settings::default() };
+        let keys = keyring();
+        for (age, refresh) in [(10, false), (299, false), (300, true), (599, true)] {
+            let claims = Claims { endpoint: server(1), issued_at: NOW - age, expires_at: None };
+            let presented = read_request(&settings, &keys, &[cookie_for(&settings, &keys, claims)], NOW);
+            let decision = decide(&settings, ServerDown::Immediate, &presented, Some(server(1)), 2, NOW);
+            assert_eq!(decision.refreshed, refresh, "age {age}");
+            assert_eq!(decision.reply != Reply::None, refresh, "age {age}");
+        }
+    }
+
+    #[test]
+    fn set_cookie_carries_lifetime_secure_and_a_token_that_opens() {
+        let settings = Settings { timeout: Some(600), ..Settings::default() };
+        let keys = keyring();
+        let claims = Claims { endpoint: server(1), issued_at: NOW, expires_at: Some(NOW + 600) };
+        let header = set_cookie_header(&settings, &keys, &Reply::Seal(claims), true, NOW, [5; 12]).unwrap();
+        assert!(header.starts_with("AVI_COOKIE="), "{header}");
+        assert!(header.contains("; Path=/; Max-Age=600; Expires=") && header.ends_with("; Secure; HttpOnly; SameSite=Lax"), "{header}");
+        let presented = read_request(&settings, &keys, &[header.split(';').next().unwrap().as_bytes().to_vec()], NOW + 1);
+        assert_eq!(presented.pin(), Some(server(1)));
+        let plain = set_cookie_header(&Settings::default(), &keys, &Reply::Seal(Claims { expires_at: None, ..claims }), false, NOW, [5; 12]).unwrap();
+        assert!(!plain.contains("Max-Age") && !plain.contains("Secure"), "{plain}");
+        assert_eq!(set_cookie_header(&settings, &keys, &Reply::None, true, NOW, [5; 12]), None);
+    }
+}

@@ -1,0 +1,223 @@
+//! Sealed tokens: what the filter hands to clients so that only the filter can read or make them.
+//!
+//! Layout (v1), base64url without padding:
+//! `version(1) | key_id(1) | nonce(12) | AES-256-GCM( issued_at(8) | expires_at(8) | endpoint ) | tag(16)`
+//! Associated data binds the version, the key id, what the token is for and the cookie name, so a
+//! token is only ever accepted where it was issued. `expires_at` 0 means "no absolute expiry".
+
+use crate::endpoint::{self, Endpoint};
+use crate::keyring::Keyring;
+use aes_gcm::aead::AeadInOut;
+use base64::Engine;
+
+pub const VERSION: u8 = 1;
+pub const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+const HEADER_LEN: usize = 2 + NONCE_LEN;
+const TIMES_LEN: usize = 16;
+/// Largest plaintext: two times and an IPv6 endpoint.
+const MAX_PLAINTEXT_LEN: usize = TIMES_LEN + 19;
+const MAX_TOKEN_BYTES: usize = HEADER_LEN + MAX_PLAINTEXT_LEN + TAG_LEN;
+/// Longer input is refused before decoding, so hostile 8 KiB cookies cost nothing.
+pub const MAX_TOKEN_CHARS: usize = MAX_TOKEN_BYTES.div_ceil(3) * 4;
+
+const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// What a token is used for; part of the associated data (domain separation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    HttpCookie = 1,
+    AppCookiePrefix = 2,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claims {
+    pub endpoint: Endpoint,
+    /// Unix seconds when this token was sealed (refreshing re-seals it).
+    pub issued_at: u64,
+    /// Unix seconds after which the session ends whatever happens; None for no absolute limit.
+    pub expires_at: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opened {
+    pub claims: Claims,
+    pub key_id: u8,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenError {
+    /// Not a token of ours at all: bad length, bad base64, unknown version.
+    Malformed,
+    /// Well formed, sealed with a key id this configuration does not hold (rotated out, other fleet).
+    UnknownKey,
+    /// Authentication failed: altered, or sealed with another key under the same id.
+    Forged,
+}
+
+fn associated_data(key_id: u8, purpose: Purpose, name: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(3 + name.len());
+    aad.extend_from_slice(&[VERSION, key_id, purpose as u8]);
+    aad.extend_from_slice(name.as_bytes());
+    aad
+}
+
+/// Seals `claims` with the primary key. The nonce must be fresh random bytes for every call.
+pub fn seal(keyring: &Keyring, purpose: Purpose, name: &str, claims: &Claims, nonce: [u8; NONCE_LEN]) -> Option<String> {
+    let key_id = keyring.primary_id();
+    let cipher = keyring.primary()?;
+    let mut bytes = Vec::with_capacity(MAX_TOKEN_BYTES);
+    bytes.extend_from_slice(&[VERSION, key_id]);
+    bytes.extend_from_slice(&nonce);
+    bytes.extend_from_slice(&claims.issued_at.to_be_bytes());
+    bytes.extend_from_slice(&claims.expires_at.unwrap_or(0).to_be_bytes());
+    endpoint::encode(&claims.endpoint, &mut bytes);
+    let plaintext = bytes.get_mut(HEADER_LEN..)?;
+    let tag = cipher
+        .encrypt_inout_detached(&nonce.into(), &associated_data(key_id, purpose, name), plaintext.into())
+        .ok()?;
+    bytes.extend_from_slice(&tag);
+    Some(BASE64.encode(bytes))
+}
+
+/// Opens a token. Expiry is not judged here: the caller compares the claims with its clock.
+pub fn open(keyring: &Keyring, purpose: Purpose, name: &str, token: &[u8]) -> Result<Opened, OpenError> {
+    if token.len() > MAX_TOKEN_CHARS {
+        return Err(OpenError::Malformed);
+    }
+    let mut bytes = BASE64.decode(token).map_err(|_| OpenError::Malformed)?;
+    if bytes.len() < HEADER_LEN + TIMES_LEN + TAG_LEN {
+        return Err(OpenError::Malformed);
+    }
+    let (header, rest) = bytes.split_at_mut(HEADER_LEN);
+    let [version, key_id, nonce @ ..] = header else { return Err(OpenError::Malformed) };
+    if *version != VERSION {
+        return Err(OpenError::Malformed);
+    }
+    let key_id = *key_id;
+    let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| OpenError::Malformed)?;
+    let cipher = keyring.get(key_id).ok_or(OpenError::UnknownKey)?;
+    let (ciphertext, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+    let tag: [u8; TAG_LEN] = (&*tag).try_into().map_err(|_| OpenError::Malformed)?;
+    cipher
+        .decrypt_inout_detached(&nonce.into(), &associated_data(key_id, purpose, name), (&mut *ciphertext).into(), &tag.into())
+        .map_err(|_| OpenError::Forged)?;
+    let claims = parse_claims(ciphertext).ok_or(OpenError::Malformed)?;
+    Ok(Opened { claims, key_id })
+}
+
+fn parse_claims(plaintext: &[u8]) -> Option<Claims> {
+    let (issued_at, rest) = plaintext.split_first_chunk::<8>()?;
+    let (expires_at, rest) = rest.split_first_chunk::<8>()?;
+    let (endpoint, rest) = endpoint::decode(rest)?;
+    if !rest.is_empty() {
+        return None;
+    }
+    let expires_at = u64::from_be_bytes(*expires_at);
+    Some(Claims { endpoint, issued_at: u64::from_be_bytes(*issued_at), expires_at: (expires_at != 0).then_some(expires_at) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(keys: &[(u8, u8)], primary: u8) -> Keyring {
+        let keys: Vec<_> = keys.iter().map(|&(id, fill)| (id, [fill; 32])).collect();
+        Keyring::new(&keys, primary).unwrap()
+    }
+
+    fn claims(endpoint: &str) -> Claims {
+        Claims { endpoint: endpoint::parse(endpoint).unwrap(), issued_at: 1_800_000_000, expires_at: Some(1_800_043_200) }
+    }
+
+    #[test]
+    fn round_trips_ipv4_and_ipv6_with_and_without_expiry() {
+        let keys = ring(&[(7, 1)], 7);
+        for mut c in [claims("10.1.2.3:8080"), claims("[2001:db8::1]:443")] {
+            for expires_at in [Some(1_800_043_200), None] {
+                c.expires_at = expires_at;
+                let token = seal(&keys, Purpose::HttpCookie, "AVI_COOKIE", &c, [9; 12]).unwrap();
+                assert!(token.len() <= MAX_TOKEN_CHARS);
+                let opened = open(&keys, Purpose::HttpCookie, "AVI_COOKIE", token.as_bytes()).unwrap();
+                assert_eq!(opened, Opened { claims: c, key_id: 7 });
+            }
+        }
+    }
+
+    #[test]
+    fn hides_the_endpoint_and_differs_per_nonce() {
+        let keys = ring(&[(1, 1)], 1);
+        let a = seal(&keys, Purpose::HttpCookie, "c", &claims("10.1.2.3:8080"), [1; 12]).unwrap();
+        let b = seal(&keys, Purpose::HttpCookie, "c", &claims("10.1.2.3:8080"), [2; 12]).unwrap();
+        assert_ne!(a, b);
+        let raw = BASE64.decode(&a).unwrap();
+        assert!(!raw.windows(4).any(|w| w == [10, 1, 2, 3]));
+        assert!(!a.contains("10.1.2.3"));
+    }
+
+    #[test]
+    fn binds_cookie_name_and_purpose() {
+        let keys = ring(&[(1, 1)], 1);
+        let token = seal(&keys, Purpose::HttpCookie, "A", &claims("10.1.2.3:80"), [1; 12]).unwrap();
+        assert_eq!(open(&keys, Purpose::HttpCookie, "B", token.as_bytes()), Err(OpenError::Forged));
+        assert_eq!(open(&keys, Purpose::AppCookiePrefix, "A", token.as_bytes()), Err(OpenError::Forged));
+    }
+
+    #[test]
+    fn every_single_byte_change_is_rejected() {
+        let keys = ring(&[(1, 1)], 1);
+        let token = seal(&keys, Purpose::HttpCookie, "c", &claims("10.1.2.3:80"), [1; 12]).unwrap();
+        let raw = BASE64.decode(&token).unwrap();
+        for i in 0..raw.len() {
+            let mut bad = raw.clone();
+            bad[i] ^= 0x01;
+            let result = open(&keys, Purpose::HttpCookie, "c", BASE64.encode(&bad).as_bytes());
+            let expected = match i {
+                0 => OpenError::Malformed,
+                1 => OpenError::UnknownKey,
+                _ => OpenError::Forged,
+            };
+            assert_eq!(result, Err(expected), "byte {i}");
+        }
+    }
+
+    #[test]
+    fn classifies_rejections() {
+        let old = ring(&[(1, 1)], 1);
+        let other_fleet = ring(&[(1, 2)], 1);
+        let rotated = ring(&[(2, 3)], 2);
+        let token = seal(&old, Purpose::HttpCookie, "c", &claims("10.1.2.3:80"), [1; 12]).unwrap();
+        assert_eq!(open(&other_fleet, Purpose::HttpCookie, "c", token.as_bytes()), Err(OpenError::Forged));
+        assert_eq!(open(&rotated, Purpose::HttpCookie, "c", token.as_bytes()), Err(OpenError::UnknownKey));
+        for garbage in ["", "x", "not base64!", "AAAA", &token[..20], &"A".repeat(8192)] {
+            assert_eq!(open(&old, Purpose::HttpCookie, "c", garbage.as_bytes()), Err(OpenError::Malformed), "{garbage:?}");
+        }
+        let truncated = &token[..token.len() - 3];
+        assert_eq!(open(&old, Purpose::HttpCookie, "c", truncated.as_bytes()), Err(OpenError::Forged));
+        let mut with_padding = token.clone();
+        with_padding.push('=');
+        assert_eq!(open(&old, Purpose::HttpCookie, "c", with_padding.as_bytes()), Err(OpenError::Malformed));
+    }
+
+    #[test]
+    fn old_keys_still_open_after_rotation() {
+        let before = ring(&[(1, 1)], 1);
+        let after = ring(&[(1, 1), (2, 2)], 2);
+        let token = seal(&before, Purpose::HttpCookie, "c", &claims("10.1.2.3:80"), [1; 12]).unwrap();
+        assert_eq!(open(&after, Purpose::HttpCookie, "c", token.as_bytes()).unwrap().key_id, 1);
+        let fresh = seal(&after, Purpose::HttpCookie, "c", &claims("10.1.2.3:80"), [1; 12]).unwrap();
+        assert_eq!(open(&after, Purpose::HttpCookie, "c", fresh.as_bytes()).unwrap().key_id, 2);
+    }
+
+    /// A token sealed by v1 of this code; it must open forever (or until the format version changes).
+    #[test]
+    fn opens_a_recorded_v1_token() {
+        let keys = ring(&[(1, 0x42)], 1);
+        let recorded = seal(&keys, Purpose::HttpCookie, "AVI_COOKIE", &claims("10.1.2.3:8080"), [7; 12]).unwrap();
+        assert_eq!(recorded, RECORDED_V1);
+        let opened = open(&keys, Purpose::HttpCookie, "AVI_COOKIE", RECORDED_V1.as_bytes()).unwrap();
+        assert_eq!(opened.claims, claims("10.1.2.3:8080"));
+    }
+
+    const RECORDED_V1: &str = "AQEHBwcHBwcHBwcHBwd44l2s3rig-yNU7DC2EVy88VAOP_7K2HAWLStZ3jR-_l6iY06AzLA";
+}
