@@ -22,7 +22,7 @@ for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); d
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -q
-  $sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
 RUSTFLAGS="-L native=/usr/lib/wasm32-wasi" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
   exec /usr/bin/cargo build --release --lib --target "$target" -Zbuild-std=std,panic_abort

