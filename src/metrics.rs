@@ -2,7 +2,8 @@
 //! `wasmcustom.persistence.web.pinned` (Prometheus: `wasmcustom_persistence_web_pinned`).
 //! The names are part of the public interface: README has the table.
 
-use crate::profile::http_cookie::{Outcome, Rejection};
+use crate::profile::http_cookie::Rejection;
+use crate::profile::{Kind, Outcome};
 
 pub const PREFIX: &str = "persistence";
 
@@ -21,10 +22,13 @@ pub enum ProfileCounter {
     RejectedIdle,
     Rotated,
     Refreshed,
+    Expired,
+    Evicted,
+    TableConflicts,
 }
 
 impl ProfileCounter {
-    pub const ALL: [ProfileCounter; 12] = [
+    pub const ALL: [ProfileCounter; 15] = [
         ProfileCounter::Pinned,
         ProfileCounter::New,
         ProfileCounter::Repicked,
@@ -37,6 +41,9 @@ impl ProfileCounter {
         ProfileCounter::RejectedIdle,
         ProfileCounter::Rotated,
         ProfileCounter::Refreshed,
+        ProfileCounter::Expired,
+        ProfileCounter::Evicted,
+        ProfileCounter::TableConflicts,
     ];
 
     pub fn suffix(self) -> &'static str {
@@ -53,6 +60,21 @@ impl ProfileCounter {
             ProfileCounter::RejectedIdle => "rejected.idle",
             ProfileCounter::Rotated => "rotated",
             ProfileCounter::Refreshed => "refreshed",
+            ProfileCounter::Expired => "expired",
+            ProfileCounter::Evicted => "evicted",
+            ProfileCounter::TableConflicts => "table_conflicts",
+        }
+    }
+
+    /// Counters are only defined for the profile types they can happen to.
+    pub fn applies_to(self, kind: &Kind) -> bool {
+        use ProfileCounter::*;
+        match self {
+            Pinned | New | Repicked | Kept | NoUpstream => true,
+            RejectedMalformed | RejectedUnknownKey | RejectedForged | RejectedExpired | RejectedIdle | Rotated | Refreshed => {
+                matches!(kind, Kind::HttpCookie(_))
+            }
+            Expired | Evicted | TableConflicts => kind.uses_table(),
         }
     }
 
@@ -88,6 +110,16 @@ impl From<Rejection> for ProfileCounter {
 pub fn profile_stat(profile: &str, counter: ProfileCounter) -> String {
     format!("{PREFIX}.{profile}.{}", counter.suffix())
 }
+
+/// Gauge of a table-backed profile: entries in its table (all workers together).
+pub fn entries_stat(profile: &str) -> String {
+    format!("{PREFIX}.{profile}.entries")
+}
+
+/// Connection tracking (the network filter): clients with a record in the connection table.
+pub const TRACKED_CLIENTS: &str = "persistence.connections.clients";
+/// Connection open/close records given up after repeated write conflicts.
+pub const CONNECTION_CONFLICTS: &str = "persistence.connections.table_conflicts";
 
 /// Counters for the whole filter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -32,6 +32,14 @@ impl Config {
         self.profiles.iter().position(|p| p.name == name)
     }
 
+    /// Profiles known to be used at configure time: every configured profile, and built-ins named
+    /// by `default_profile` or `routes` (route metadata is only seen per request).
+    pub fn in_use(&self, index: usize) -> bool {
+        self.profiles.get(index).is_some_and(|p| !p.builtin)
+            || self.default_profile == Some(index)
+            || self.routes.values().any(|i| *i == index)
+    }
+
     pub fn parse(text: &[u8]) -> Result<Config, Vec<ConfigError>> {
         let mut errors = Errors::default();
         let config = if text.iter().all(u8::is_ascii_whitespace) {

@@ -33,7 +33,7 @@ fn reads_the_design_example() {
     assert_eq!(config.primary_key_id, Some(2));
     let web = &config.profiles[config.default_profile.unwrap()];
     assert_eq!((web.name.as_str(), web.server_down, web.description.as_deref()), ("web", ServerDown::Never, Some("shop")));
-    let Kind::HttpCookie(settings) = &web.kind;
+    let Kind::HttpCookie(settings) = &web.kind else { panic!("not http_cookie") };
     assert_eq!((settings.name.as_str(), settings.timeout), ("SHOP", Some(43_200)));
     assert_eq!(config.profiles[config.routes["api"]].name, "System-Persistence-Http-Cookie");
 }
@@ -43,7 +43,7 @@ fn minimal_configuration_generates_a_key_and_has_builtins() {
     let config = Config::parse(b"{\"default_profile\": \"System-Persistence-Http-Cookie\"}").unwrap();
     assert!(config.keys.is_empty() && config.primary_key_id.is_none());
     assert_eq!(config.override_header, DEFAULT_OVERRIDE_HEADER);
-    let Kind::HttpCookie(settings) = &config.profiles[config.default_profile.unwrap()].kind;
+    let Kind::HttpCookie(settings) = &config.profiles[config.default_profile.unwrap()].kind else { panic!("not http_cookie") };
     assert_eq!(*settings, http_cookie::Settings::default());
 }
 
@@ -57,7 +57,7 @@ fn a_builtin_can_be_redefined() {
     .unwrap();
     let matching: Vec<_> = config.profiles.iter().filter(|p| p.name == "System-Persistence-Http-Cookie").collect();
     assert_eq!(matching.len(), 1);
-    let Kind::HttpCookie(settings) = &matching[0].kind;
+    let Kind::HttpCookie(settings) = &matching[0].kind else { panic!("not http_cookie") };
     assert_eq!(settings.name, "MINE");
 }
 
@@ -84,8 +84,8 @@ fn every_rule_is_reported_with_its_path() {
         (json!({"routes": {"r1": "nope"}}), vec!["routes.r1: names profile \"nope\", which is not defined"]),
         (json!({"profiles": [{"type": "http_cookie"}]}), vec!["profiles[0].name: is required"]),
         (json!({"profiles": [{"name": "a b", "type": "http_cookie"}]}), vec!["profiles[0].name: must be 1 to 64 letters, digits, '-' or '_', got \"a b\""]),
-        (json!({"profiles": [{"name": "w"}]}), vec!["profiles[0].type: is required (one of http_cookie)"]),
-        (json!({"profiles": [{"name": "w", "type": "cookie"}]}), vec!["profiles[0].type: must be one of \"http_cookie\", got string \"cookie\""]),
+        (json!({"profiles": [{"name": "w"}]}), vec!["profiles[0].type: is required (one of http_cookie, client_ip)"]),
+        (json!({"profiles": [{"name": "w", "type": "cookie"}]}), vec!["profiles[0].type: must be one of \"http_cookie\", \"client_ip\", got string \"cookie\""]),
         (json!({"profiles": [{"name": "w", "type": "http_cookie", "server_down": "later"}]}), vec!["profiles[0].server_down: must be one of \"immediate\", \"never\", got string \"later\""]),
         (json!({"profiles": [{"name": "w", "type": "http_cookie"}, {"name": "w", "type": "http_cookie"}]}), vec!["profiles[1].name: \"w\" is defined twice"]),
         (json!({"profiles": [{"name": "w", "type": "http_cookie", "http_cookie": {"timeout_minutes": 5}}]}), vec!["profiles[0].http_cookie.timeout_minutes: must be an integer between 10 and 720, got number 5"]),

@@ -41,10 +41,16 @@ extern "C" {
     fn proxy_set_shared_data(key: *const u8, key_size: usize, value: *const u8, value_size: usize, cas: u32) -> u32;
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
-    fn proxy_record_metric(id: u32, value: u64) -> u32;
     fn proxy_get_current_time_nanoseconds(nanos: *mut u64) -> u32;
     fn proxy_get_buffer_bytes(buffer: u32, start: usize, max_size: usize, data: *mut *mut u8, size: *mut usize) -> u32;
     fn proxy_get_log_level(level: *mut u32) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+}
+
+pub fn set_tick_period(period: std::time::Duration) -> Result<(), Status> {
+    let millis = u32::try_from(period.as_millis()).unwrap_or(u32::MAX);
+    // SAFETY: plain value.
+    check(unsafe { proxy_set_tick_period_milliseconds(millis) })
 }
 
 const PLUGIN_CONFIGURATION: u32 = 7;
@@ -192,11 +198,6 @@ pub fn define_metric(kind: MetricKind, name: &str) -> Result<u32, Status> {
 pub fn increment_metric(id: u32, offset: i64) -> Result<(), Status> {
     // SAFETY: plain values.
     check(unsafe { proxy_increment_metric(id, offset) })
-}
-
-pub fn record_metric(id: u32, value: u64) -> Result<(), Status> {
-    // SAFETY: plain values.
-    check(unsafe { proxy_record_metric(id, value) })
 }
 
 /// Wall-clock time, unix seconds (Envoy's clock; WASI's if Envoy ever refuses).

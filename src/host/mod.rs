@@ -6,6 +6,8 @@ mod ffi;
 mod http;
 mod metrics;
 mod root;
+mod store;
+mod stream;
 
 use proxy_wasm::types::LogLevel;
 

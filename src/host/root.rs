@@ -1,31 +1,86 @@
-//! The root context: reads and validates the configuration once, builds the keyring and the stats,
-//! and hands them to every HTTP stream of this worker.
+//! The root contexts. The module has two roles, chosen by the plugin's `root_id`:
+//! - the HTTP filter (any root id but `persistence_connections`): reads and validates the
+//!   configuration once, builds keys, tables and stats, and sweeps expired table entries;
+//! - `persistence_connections`, the network filter: counts each client's open connections for
+//!   client IP persistence. It needs no configuration: what to count comes from the HTTP plugins
+//!   through shared data.
 
 use super::ffi;
 use super::http::Http;
-use super::metrics::Metrics;
+use super::metrics::{self, Metrics};
+use super::store::SharedData;
+use super::stream::ConnectionCounter;
 use crate::config::{Config, DEFAULT_OVERRIDE_HEADER};
 use crate::keyring::{Keyring, GENERATED_KEY_ID, KEY_LEN};
-use crate::metrics::FilterCounter;
-use crate::profile::Kind;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use crate::metrics::{FilterCounter, ProfileCounter, CONNECTION_CONFLICTS, TRACKED_CLIENTS};
+use crate::profile::client_ip::{self, Tracking};
+use crate::profile::{table_backed, Kind};
+use crate::table::{self, hash_key, Entry, Store, Table};
+use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::rc::Rc;
+use std::time::Duration;
 
-/// Everything a request needs, built once per configuration.
+pub const CONNECTIONS_ROOT_ID: &str = "persistence_connections";
+/// Where HTTP plugins publish what the connection counter must track.
+pub const TRACKING_KEY: &str = "persistence.connections.layout";
+const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(1);
+/// Buckets each root context sweeps per tick (workers and the main thread share the work). Most
+/// buckets of a large table were never written and cost one failed lookup: a pass over 65536
+/// buckets takes a few seconds.
+const SWEEP_BUCKETS_PER_TICK: u32 = 4096;
+
+/// Everything an HTTP stream needs, built once per configuration.
 pub struct Plugin {
     pub config: Config,
     pub keyring: Keyring,
     pub metrics: Metrics,
+    /// Per profile (same order as `config.profiles`): the shared table of table-backed profiles.
+    pub tables: Vec<Option<Table>>,
+    /// Open connections per client, written by the connection counter.
+    pub connections: Table,
     /// Route-metadata profile names already reported as unknown (one log line per name, not per request).
     pub warned_profiles: RefCell<HashSet<String>>,
+    /// Per profile: its client grouping is in the published tracking layout.
+    pub tracked: Vec<Cell<bool>>,
 }
 
-#[derive(Default)]
+impl Plugin {
+    /// Makes sure the connection counter tracks `profile`'s grouping (for profiles first seen in
+    /// route metadata; the others were published at configure time).
+    pub fn ensure_tracked(&self, profile: usize) {
+        let Some(tracked) = self.tracked.get(profile) else { return };
+        if tracked.get() {
+            return;
+        }
+        if let Some(Kind::ClientIp(settings)) = self.config.profiles.get(profile).map(|p| &p.kind) {
+            publish_tracking(&Tracking { granularities: vec![settings.granularity()], max_timeout: settings.timeout });
+        }
+        tracked.set(true);
+    }
+}
+
+/// The connection table, the same for every plugin of the process (fixed size and name).
+pub fn connection_table() -> Table {
+    Table::new("persistence.connections", client_ip::CONNECTION_TABLE_ENTRIES)
+}
+
+enum Role {
+    Unconfigured,
+    Http(Rc<Plugin>),
+    Connections(Rc<ConnectionCounter>),
+}
+
 pub struct Root {
-    plugin: Option<Rc<Plugin>>,
+    role: Role,
+}
+
+impl Default for Root {
+    fn default() -> Root {
+        Root { role: Role::Unconfigured }
+    }
 }
 
 impl Context for Root {}
@@ -33,46 +88,170 @@ impl Context for Root {}
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
         super::adopt_envoy_log_level();
-        let text = match ffi::plugin_configuration(size) {
-            Ok(text) => text,
-            Err(status) => {
-                log::error!("cannot read the plugin configuration (status {}); plugin rejected", status.0);
-                return false;
+        let root_id = ffi::property(&["plugin_root_id"]).ok().flatten().unwrap_or_default();
+        if root_id == CONNECTIONS_ROOT_ID.as_bytes() {
+            if size > 0 {
+                log::info!("{CONNECTIONS_ROOT_ID}: counts client connections for client IP persistence; it takes no configuration (ignored)");
             }
-        };
-        let config = match Config::parse(&text) {
-            Ok(config) => config,
-            Err(errors) => {
-                for error in &errors {
-                    log::error!("invalid configuration: {error}");
+            let counter = ConnectionCounter {
+                table: connection_table(),
+                clients: metrics::define(ffi::MetricKind::Gauge, TRACKED_CLIENTS),
+                conflicts: metrics::define(ffi::MetricKind::Counter, CONNECTION_CONFLICTS),
+            };
+            self.role = Role::Connections(Rc::new(counter));
+            let _ = ffi::set_tick_period(HOUSEKEEPING_PERIOD);
+            return true;
+        }
+        match configure_http(size) {
+            Some(plugin) => {
+                if plugin.tables.iter().any(Option::is_some) {
+                    let _ = ffi::set_tick_period(HOUSEKEEPING_PERIOD);
                 }
-                log::error!("plugin rejected: {} configuration error(s); see README, \"Configuration\"", errors.len());
-                Metrics::filter_only().count(FilterCounter::ConfigErrors);
-                return false;
+                self.role = Role::Http(Rc::new(plugin));
+                true
             }
-        };
-        let keyring = match keyring_for(&config) {
-            Ok(keyring) => keyring,
-            Err(message) => {
-                log::error!("plugin rejected: {message}");
+            None => {
                 Metrics::filter_only().count(FilterCounter::ConfigErrors);
-                return false;
+                false
             }
-        };
-        log_summary(&config);
-        let metrics = Metrics::new(config.profiles.iter().map(|p| p.name.as_str()));
-        self.plugin = Some(Rc::new(Plugin { config, keyring, metrics, warned_profiles: RefCell::default() }));
-        true
+        }
+    }
+
+    fn on_tick(&mut self) {
+        match &self.role {
+            Role::Http(plugin) => sweep_profiles(plugin),
+            Role::Connections(counter) => counter.sweep(SWEEP_BUCKETS_PER_TICK),
+            Role::Unconfigured => {}
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        match self.role {
+            Role::Connections(_) => Some(ContextType::StreamContext),
+            _ => Some(ContextType::HttpContext),
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Never None: the SDK panics on None. Without a valid configuration (Envoy should have
         // rejected the plugin) the stream still removes client-supplied override headers.
-        Some(Box::new(Http::new(self.plugin.clone())))
+        let plugin = match &self.role {
+            Role::Http(plugin) => Some(plugin.clone()),
+            _ => None,
+        };
+        Some(Box::new(Http::new(plugin)))
+    }
+
+    fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
+        let counter = match &self.role {
+            Role::Connections(counter) => counter.clone(),
+            // Not reachable (get_type says HTTP), but never None: the SDK panics on None.
+            _ => Rc::new(ConnectionCounter { table: connection_table(), clients: None, conflicts: None }),
+        };
+        Some(Box::new(super::stream::Connection::new(counter)))
+    }
+}
+
+fn configure_http(size: usize) -> Option<Plugin> {
+    let text = match ffi::plugin_configuration(size) {
+        Ok(text) => text,
+        Err(status) => {
+            log::error!("cannot read the plugin configuration (status {}); plugin rejected", status.0);
+            return None;
+        }
+    };
+    let config = match Config::parse(&text) {
+        Ok(config) => config,
+        Err(errors) => {
+            for error in &errors {
+                log::error!("invalid configuration: {error}");
+            }
+            log::error!("plugin rejected: {} configuration error(s); see README, \"Configuration\"", errors.len());
+            return None;
+        }
+    };
+    let keyring = match keyring_for(&config) {
+        Ok(keyring) => keyring,
+        Err(message) => {
+            log::error!("plugin rejected: {message}");
+            return None;
+        }
+    };
+    let tracked: Vec<Cell<bool>> = (0..config.profiles.len()).map(|i| Cell::new(config.in_use(i))).collect();
+    let mut in_use = Tracking::default();
+    for (profile, _) in config.profiles.iter().zip(&tracked).filter(|(_, t)| t.get()) {
+        if let Kind::ClientIp(settings) = &profile.kind {
+            in_use.merge(&Tracking { granularities: vec![settings.granularity()], max_timeout: settings.timeout });
+        }
+    }
+    publish_tracking(&in_use);
+    log_summary(&config);
+    let metrics = Metrics::new(&config.profiles);
+    let tables = config
+        .profiles
+        .iter()
+        .map(|p| {
+            let max_entries = match &p.kind {
+                Kind::ClientIp(settings) => settings.max_entries,
+                Kind::HttpCookie(_) => return None,
+            };
+            Some(Table::new(&format!("persistence.p{:016x}", hash_key(&[b"profile", p.name.as_bytes()])), max_entries))
+        })
+        .collect();
+    Some(Plugin { config, keyring, metrics, tables, connections: connection_table(), warned_profiles: RefCell::default(), tracked })
+}
+
+/// Adds client groupings to what the connection counter tracks (a CAS-merged union).
+fn publish_tracking(mine: &Tracking) {
+    if mine.granularities.is_empty() {
+        return;
+    }
+    let store = SharedData;
+    for _ in 0..16 {
+        let (mut merged, cas) = match store.get(TRACKING_KEY) {
+            Ok(Some((bytes, cas))) => (Tracking::decode(&bytes).unwrap_or_default(), cas),
+            Ok(None) => (Tracking::default(), table::CREATE),
+            Err(_) => break,
+        };
+        let before = merged.clone();
+        merged.merge(mine);
+        if merged == before {
+            return;
+        }
+        match store.set(TRACKING_KEY, &merged.encode(), cas) {
+            Ok(()) => return,
+            Err(table::StoreError::CasMismatch) => continue,
+            Err(_) => break,
+        }
+    }
+    log::warn!("could not publish the connection tracking layout: client IP timeouts count from the last request");
+}
+
+/// Reclaims expired entries of every table-backed profile, a slice of buckets per tick.
+fn sweep_profiles(plugin: &Plugin) {
+    let store = SharedData;
+    let now = ffi::now_seconds() as u32;
+    for (index, (profile, table)) in plugin.config.profiles.iter().zip(&plugin.tables).enumerate() {
+        let (Some(table), Kind::ClientIp(settings)) = (table, &profile.kind) else { continue };
+        let Ok(Some(range)) = table.claim_sweep(&store, SWEEP_BUCKETS_PER_TICK) else { continue };
+        let expired = |hash: u64, entry: &Entry<crate::endpoint::Endpoint>| {
+            if table_backed::alive(entry, settings.timeout, now) {
+                return false;
+            }
+            // An entry whose client still has a connection open (or closed one recently) stays.
+            let connections = plugin.connections.read(&store, hash).ok().and_then(|s| plugin.connections.find(&s, hash));
+            !client_ip::connections_keep_alive(connections.as_ref(), settings.timeout, now)
+        };
+        let mut removed = 0;
+        for bucket in range {
+            match table.sweep(&store, bucket, expired) {
+                Ok(n) => removed += n,
+                Err(table::TableError::Conflict) => plugin.metrics.count_profile(index, ProfileCounter::TableConflicts),
+                Err(table::TableError::Store(_)) => plugin.metrics.count(FilterCounter::HostErrors),
+            }
+        }
+        plugin.metrics.add_profile(index, ProfileCounter::Expired, removed);
+        plugin.metrics.entries_changed(index, -i64::from(removed));
     }
 }
 
@@ -92,7 +271,7 @@ fn keyring_for(config: &Config) -> Result<Keyring, String> {
     }
 }
 
-const GENERATED_KEY: &str = "envoy_persistence.generated_key.v1";
+const GENERATED_KEY: &str = "persistence.generated_key.v1";
 
 /// One key per Envoy process, shared by every worker through shared data so that each worker
 /// opens the others' cookies. The first worker to get here creates it; the rest adopt it.
@@ -109,12 +288,10 @@ fn generated_key() -> Result<([u8; KEY_LEN], bool), String> {
     }
     let mut key = [0u8; KEY_LEN];
     getrandom::fill(&mut key).map_err(|e| format!("no randomness for a generated key: {e}"))?;
-    // A non-zero CAS on a missing key creates it, and fails if another worker created it first:
-    // "create if absent" without a race.
-    match ffi::set_shared_data(GENERATED_KEY, &key, u32::MAX) {
+    match SharedData.set(GENERATED_KEY, &key, table::CREATE) {
         Ok(()) => Ok((key, true)),
-        Err(ffi::Status(ffi::CAS_MISMATCH)) => Ok((read()?.ok_or_else(|| "generated key vanished".to_string())?, false)),
-        Err(status) => Err(format!("cannot write shared data (status {})", status.0)),
+        Err(table::StoreError::CasMismatch) => Ok((read()?.ok_or_else(|| "generated key vanished".to_string())?, false)),
+        Err(table::StoreError::Host(status)) => Err(format!("cannot write shared data (status {status})")),
     }
 }
 
@@ -126,6 +303,7 @@ fn log_summary(config: &Config) {
             let type_name = p.kind.type_name();
             let detail = match &p.kind {
                 Kind::HttpCookie(s) => format!("cookie {}", s.name),
+                Kind::ClientIp(s) => format!("timeout {}s, /{} /{}, {} entries", s.timeout, s.ipv4_prefix, s.ipv6_prefix, s.max_entries),
             };
             match &p.description {
                 Some(description) => format!("{} ({type_name}, {detail}, server_down {:?}: {description})", p.name, p.server_down),

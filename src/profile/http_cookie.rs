@@ -5,7 +5,7 @@ use crate::config::reader::{Errors, Field};
 use crate::cookie::{self, Attributes, SameSite};
 use crate::endpoint::Endpoint;
 use crate::keyring::Keyring;
-use crate::profile::ServerDown;
+use crate::profile::{Outcome, ServerDown};
 use crate::token::{self, Claims, OpenError, Purpose};
 
 pub const DEFAULT_NAME: &str = "AVI_COOKIE";
@@ -180,21 +180,6 @@ fn judge(settings: &Settings, keyring: &Keyring, value: &[u8], now: u64) -> Resu
     Ok(Presented::Valid { claims, key_id: opened.key_id, token })
 }
 
-/// How a request on this profile ended, for counters and the access log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// The cookie's server answered.
-    Pinned,
-    /// No usable cookie: the load balancer chose and a cookie was issued.
-    New,
-    /// The cookie's server was not available; another was chosen and the cookie now names it.
-    Repicked,
-    /// The cookie's server was not available and `server_down: never` keeps the cookie as it is.
-    Kept,
-    /// Envoy answered without an upstream (no healthy host, local reply): nothing to persist.
-    NoUpstream,
-}
-
 /// What to send back in Set-Cookie.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
@@ -222,13 +207,10 @@ pub fn decide(settings: &Settings, server_down: ServerDown, presented: &Presente
     let Presented::Valid { claims, key_id, token } = presented else {
         return decision(Outcome::New, Reply::Seal(fresh(upstream)));
     };
-    let outcome = if claims.endpoint == upstream {
-        Outcome::Pinned
-    } else if server_down == ServerDown::Immediate {
-        return decision(Outcome::Repicked, Reply::Seal(fresh(upstream)));
-    } else {
-        Outcome::Kept
-    };
+    let outcome = crate::profile::outcome(Some(claims.endpoint), Some(upstream), server_down);
+    if outcome == Outcome::Repicked {
+        return decision(outcome, Reply::Seal(fresh(upstream)));
+    }
     // The session keeps its server and its absolute expiry; only the seal is renewed.
     let rotated = *key_id != primary_key_id;
     let refreshed = !rotated && settings.idle_timeout.is_some_and(|idle| now.saturating_sub(claims.issued_at) >= idle / 2);

@@ -1,9 +1,12 @@
 //! Persistence profiles: a name, a type with its own settings, and what to do when the persisted
 //! server is down. One module per type decides what to read from a request and what to record.
 
+pub mod client_ip;
 pub mod http_cookie;
+pub mod table_backed;
 
-use crate::config::reader::{Errors, Field};
+use crate::config::reader::{Errors, Field, Object};
+use crate::endpoint::Endpoint;
 
 /// Avi's "Select New Server When Persistent Server Down".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,18 +21,74 @@ pub enum ServerDown {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
     HttpCookie(http_cookie::Settings),
+    ClientIp(client_ip::Settings),
 }
 
 impl Kind {
     pub fn type_name(&self) -> &'static str {
         match self {
             Kind::HttpCookie(_) => "http_cookie",
+            Kind::ClientIp(_) => "client_ip",
         }
+    }
+
+    /// Whether this type keeps its pins in the shared table (and has table counters and gauges).
+    pub fn uses_table(&self) -> bool {
+        !matches!(self, Kind::HttpCookie(_))
     }
 }
 
-/// The `type` values and the section each one reads its settings from.
-const TYPES: &[&str] = &["http_cookie"];
+/// The `type` values; each reads its settings from the section of the same name.
+const TYPES: &[&str] = &["http_cookie", "client_ip"];
+
+/// How a request on a profile ended, for counters and the access log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The persisted server answered.
+    Pinned,
+    /// Nothing persisted (or not usable): the load balancer chose, and that choice is persisted.
+    New,
+    /// The persisted server was not available; another was chosen and persistence moved to it.
+    Repicked,
+    /// The persisted server was not available and `server_down: never` keeps the persistence.
+    Kept,
+    /// Envoy answered without an upstream (no healthy host, local reply): nothing to persist.
+    NoUpstream,
+}
+
+/// The outcome of a request that was pinned to `pin` (or not) and served by `upstream`.
+pub fn outcome(pin: Option<Endpoint>, upstream: Option<Endpoint>, server_down: ServerDown) -> Outcome {
+    match (pin, upstream) {
+        (_, None) => Outcome::NoUpstream,
+        (None, Some(_)) => Outcome::New,
+        (Some(pin), Some(upstream)) if pin == upstream => Outcome::Pinned,
+        (Some(_), Some(_)) if server_down == ServerDown::Immediate => Outcome::Repicked,
+        (Some(_), Some(_)) => Outcome::Kept,
+    }
+}
+
+/// Limits of a table-backed profile's `timeout_minutes`.
+pub struct TableTimeout {
+    pub default_minutes: u64,
+    pub min_minutes: u64,
+    pub max_minutes: u64,
+}
+
+/// Reads `timeout_minutes` or `timeout_seconds` (the latter for tests and demos that cannot wait
+/// minutes); returns seconds.
+pub fn parse_table_timeout(object: &mut Object, errors: &mut Errors, limits: TableTimeout) -> u32 {
+    let minutes = object.field("timeout_minutes").and_then(|f| f.integer(limits.min_minutes, limits.max_minutes, errors));
+    let seconds_field = object.field("timeout_seconds");
+    let seconds = match (&seconds_field, minutes) {
+        (Some(field), Some(_)) => {
+            errors.add(&field.path, "give timeout_minutes or timeout_seconds, not both");
+            None
+        }
+        (Some(field), None) => field.integer(limits.min_minutes.min(1), limits.max_minutes * 60, errors),
+        (None, minutes) => Some(minutes.unwrap_or(limits.default_minutes) * 60),
+    };
+    seconds.unwrap_or(limits.default_minutes * 60) as u32
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Profile {
@@ -37,16 +96,28 @@ pub struct Profile {
     pub description: Option<String>,
     pub server_down: ServerDown,
     pub kind: Kind,
+    /// One of Avi's system profiles, present whether or not the configuration uses it.
+    pub builtin: bool,
 }
 
 /// Avi's system profiles, usable by name and redefinable by a profile of the same name.
 pub fn builtins() -> Vec<Profile> {
-    vec![Profile {
-        name: "System-Persistence-Http-Cookie".into(),
-        description: Some("built-in: AVI_COOKIE session cookie".into()),
-        server_down: ServerDown::Immediate,
-        kind: Kind::HttpCookie(http_cookie::Settings::default()),
-    }]
+    vec![
+        Profile {
+            name: "System-Persistence-Http-Cookie".into(),
+            description: Some("built-in: AVI_COOKIE session cookie".into()),
+            server_down: ServerDown::Immediate,
+            kind: Kind::HttpCookie(http_cookie::Settings::default()),
+            builtin: true,
+        },
+        Profile {
+            name: "System-Persistence-Client-IP".into(),
+            description: Some("built-in: client address, 5 minutes".into()),
+            server_down: ServerDown::Immediate,
+            kind: Kind::ClientIp(client_ip::Settings::default()),
+            builtin: true,
+        },
+    ]
 }
 
 /// Profile names appear in stat names, so they are limited to characters that are safe there.
@@ -86,6 +157,7 @@ pub fn parse(field: Field, errors: &mut Errors) -> Option<Profile> {
     };
     let kind = match type_name {
         Some("http_cookie") => Some(Kind::HttpCookie(http_cookie::Settings::parse(object.field("http_cookie"), errors))),
+        Some("client_ip") => Some(Kind::ClientIp(client_ip::Settings::parse(object.field("client_ip"), errors))),
         _ => None,
     };
     object.finish(errors, |key| {
@@ -94,5 +166,5 @@ pub fn parse(field: Field, errors: &mut Errors) -> Option<Profile> {
             None => format!("settings of type {key}, but this profile has no valid type"),
         })
     });
-    Some(Profile { name: name?, description, server_down, kind: kind? })
+    Some(Profile { name: name?, description, server_down, kind: kind?, builtin: false })
 }

@@ -116,9 +116,10 @@ impl EnvoyConfig {
         found
     }
 
-    /// Edits the plugin configuration (the JSON inside `configuration.value`) of every wasm filter.
+    /// Edits the plugin configuration (the JSON inside `configuration.value`) of every wasm filter
+    /// that has one (the connection-counting network filter has none).
     pub fn plugin(mut self, edit: impl Fn(&mut Value)) -> EnvoyConfig {
-        for filter in Self::wasm_filters(&mut self.value) {
+        for filter in Self::wasm_filters(&mut self.value).into_iter().filter(|f| f["config"].get("configuration").is_some()) {
             let text = filter["config"]["configuration"]["value"].as_str().expect("plugin configuration is a StringValue").to_string();
             let mut plugin: Value = serde_json::from_str(&text).expect("plugin configuration is JSON");
             edit(&mut plugin);
@@ -129,7 +130,7 @@ impl EnvoyConfig {
 
     /// Replaces the plugin configuration text verbatim (for invalid configurations).
     pub fn plugin_text(mut self, text: &str) -> EnvoyConfig {
-        for filter in Self::wasm_filters(&mut self.value) {
+        for filter in Self::wasm_filters(&mut self.value).into_iter().filter(|f| f["config"].get("configuration").is_some()) {
             filter["config"]["configuration"]["value"] = json!(text);
         }
         self
@@ -137,7 +138,7 @@ impl EnvoyConfig {
 
     pub fn plugin_config(&self) -> Value {
         let mut value = self.value.clone();
-        let filters = Self::wasm_filters(&mut value);
+        let filters: Vec<&mut Value> = Self::wasm_filters(&mut value).into_iter().filter(|f| f["config"].get("configuration").is_some()).collect();
         let text = filters.first().expect("a wasm filter")["config"]["configuration"]["value"].as_str().expect("string").to_string();
         serde_json::from_str(&text).expect("json")
     }
@@ -293,8 +294,9 @@ impl Envoy {
             .flatten()
             .filter_map(|l| {
                 let address = &l["local_address"]["socket_address"];
-                let addr = format!("{}:{}", address["address"].as_str()?, address["port_value"].as_u64()?);
-                Some((l["name"].as_str()?.to_string(), addr.parse().ok()?))
+                let ip: std::net::IpAddr = address["address"].as_str()?.parse().ok()?;
+                let port = u16::try_from(address["port_value"].as_u64()?).ok()?;
+                Some((l["name"].as_str()?.to_string(), SocketAddr::new(ip, port)))
             })
             .collect()
     }
