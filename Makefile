@@ -4,7 +4,9 @@ WASM := target/wasm32-wasip1/release/envoy_persistence.wasm
 # Integration tests start Envoys concurrently; more than a few at once only adds noise on 2 cores.
 TEST_THREADS ?= 3
 
-.PHONY: build envoy test unit integration demo clean
+BENCH_WASM := target/bench/wasm32-wasip1/release/envoy_persistence.wasm
+
+.PHONY: build envoy test unit integration demo bench-table clean
 
 ## build: the release .wasm (installs the wasm toolchain if missing)
 build:
@@ -29,6 +31,12 @@ integration:
 demo: build envoy
 	ENVOY_BIN=$$(scripts/install-envoy.sh 2>/dev/null) PERSISTENCE_WASM=$(CURDIR)/$(WASM) \
 	  cargo run --quiet --example demo
+
+## bench-table: client IP table bytes per entry and lookup rate in a real Envoy (100k and 1M entries)
+bench-table: envoy
+	scripts/build-wasm.sh --features bench --target-dir target/bench
+	ENVOY_BIN=$$(scripts/install-envoy.sh 2>/dev/null) PERSISTENCE_WASM=$(CURDIR)/$(BENCH_WASM) \
+	  cargo run --release --quiet --example bench_table
 
 clean:
 	cargo clean

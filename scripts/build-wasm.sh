@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds target/wasm32-wasip1/release/envoy_persistence.wasm on a fresh machine.
+# Builds target/wasm32-wasip1/release/envoy_persistence.wasm on a fresh machine (extra arguments go
+# to cargo build, e.g. --features bench --target-dir target/bench).
 #
 # Preferred: the rustup toolchain with the wasm32-wasip1 target (installed here if missing).
 # Fallback, where rustup cannot download the target: Debian's Rust with its own library source,
@@ -10,7 +11,7 @@ cd "$(dirname "$0")/.."
 target=wasm32-wasip1
 if command -v rustup >/dev/null 2>&1 &&
    { rustup target list --installed | grep -qx "$target" || rustup target add "$target"; }; then
-  exec cargo build --release --lib --target "$target"
+  exec cargo build --release --lib --target "$target" "$@"
 fi
 
 echo "rustup cannot provide $target: building with Debian's Rust and -Zbuild-std" >&2
@@ -25,4 +26,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
 RUSTFLAGS="-L native=/usr/lib/wasm32-wasi" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
-  exec /usr/bin/cargo build --release --lib --target "$target" -Zbuild-std=std,panic_abort
+  exec /usr/bin/cargo build --release --lib --target "$target" -Zbuild-std=std,panic_abort "$@"

@@ -45,6 +45,16 @@ extern "C" {
     fn proxy_get_buffer_bytes(buffer: u32, start: usize, max_size: usize, data: *mut *mut u8, size: *mut usize) -> u32;
     fn proxy_get_log_level(level: *mut u32) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    #[cfg(feature = "bench")]
+    fn proxy_send_local_response(status: u32, details: *const u8, details_size: usize, body: *const u8, body_size: usize, headers: *const u8, headers_size: usize, grpc_status: i32) -> u32;
+}
+
+/// Answers the request from the filter (benchmark driver only).
+#[cfg(feature = "bench")]
+pub fn send_response(status: u32, body: &str) -> Result<(), Status> {
+    let headers = 0u32.to_le_bytes();
+    // SAFETY: pointers and lengths of live slices; an empty header map is a zero count.
+    check(unsafe { proxy_send_local_response(status, [].as_ptr(), 0, body.as_ptr(), body.len(), headers.as_ptr(), headers.len(), -1) })
 }
 
 pub fn set_tick_period(period: std::time::Duration) -> Result<(), Status> {

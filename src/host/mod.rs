@@ -2,6 +2,8 @@
 //! and handles every host error (a failed host call means "no persistence for this request",
 //! counted, never a panic).
 
+#[cfg(feature = "bench")]
+mod bench;
 mod ffi;
 mod http;
 mod metrics;

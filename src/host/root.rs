@@ -69,6 +69,8 @@ pub fn connection_table() -> Table {
 
 enum Role {
     Unconfigured,
+    #[cfg(feature = "bench")]
+    Bench,
     Http(Rc<Plugin>),
     Connections(Rc<ConnectionCounter>),
 }
@@ -89,6 +91,11 @@ impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
         super::adopt_envoy_log_level();
         let root_id = ffi::property(&["plugin_root_id"]).ok().flatten().unwrap_or_default();
+        #[cfg(feature = "bench")]
+        if root_id == b"persistence_bench" {
+            self.role = Role::Bench;
+            return true;
+        }
         if root_id == CONNECTIONS_ROOT_ID.as_bytes() {
             if size > 0 {
                 log::info!("{CONNECTIONS_ROOT_ID}: counts client connections for client IP persistence; it takes no configuration (ignored)");
@@ -121,7 +128,7 @@ impl RootContext for Root {
         match &self.role {
             Role::Http(plugin) => sweep_profiles(plugin),
             Role::Connections(counter) => counter.sweep(SWEEP_BUCKETS_PER_TICK),
-            Role::Unconfigured => {}
+            _ => {}
         }
     }
 
@@ -133,6 +140,10 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        #[cfg(feature = "bench")]
+        if let Role::Bench = self.role {
+            return Some(Box::new(super::bench::Bench));
+        }
         // Never None: the SDK panics on None. Without a valid configuration (Envoy should have
         // rejected the plugin) the stream still removes client-supplied override headers.
         let plugin = match &self.role {

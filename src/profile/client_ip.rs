@@ -9,7 +9,9 @@ use crate::config::reader::{Errors, Field};
 use crate::table::{hash_key, Entry, Record};
 use std::net::IpAddr;
 
-pub const DEFAULT_MAX_ENTRIES: u32 = 1 << 20;
+/// Room for about a million clients with next to no early evictions: buckets hold 32 entries, and a
+/// million clients fill them to about 16 on average.
+pub const DEFAULT_MAX_ENTRIES: u32 = 1 << 21;
 /// The connection table has a fixed size (so every filter instance agrees on its layout without
 /// configuration): clients beyond it fall back to "timeout since the last request".
 pub const CONNECTION_TABLE_ENTRIES: u32 = 1 << 21;

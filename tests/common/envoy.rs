@@ -55,6 +55,11 @@ impl EnvoyConfig {
         EnvoyConfig { value, fixed_ports: HashMap::new() }
     }
 
+    /// A bootstrap built in code (benchmarks).
+    pub fn from_value(value: Value) -> EnvoyConfig {
+        EnvoyConfig { value, fixed_ports: HashMap::new() }
+    }
+
     /// Keeps listener `name` on `port` instead of an ephemeral port.
     pub fn listener_port(mut self, name: &str, port: u16) -> EnvoyConfig {
         self.fixed_ports.insert(name.to_string(), port);
@@ -378,6 +383,12 @@ impl Envoy {
 
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Resident memory of the Envoy process, bytes (from /proc).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid().expect("running"))).expect("/proc status");
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).expect("VmRSS") * 1024
     }
 
     /// SIGTERM, then SIGKILL after 10 s; always by pid.
