@@ -18,24 +18,89 @@ pub fn values<'a>(header: &'a [u8], name: &'a str) -> impl Iterator<Item = &'a [
     pairs(header).filter(move |(n, _)| *n == name.as_bytes()).map(|(_, v)| v)
 }
 
-/// The header without the cookies called `name`, or None when it has none. The other cookies and
-/// the separators between them are kept byte for byte; an empty result means "drop the header".
-pub fn without(header: &[u8], name: &str) -> Option<Vec<u8>> {
-    let is_ours = |segment: &[u8]| {
-        let segment = segment.trim_ascii_start();
-        segment.strip_prefix(name.as_bytes()).is_some_and(|rest| rest.trim_ascii_start().first() == Some(&b'='))
-    };
-    if !header.split(|&b| b == b';').any(is_ours) {
+/// What to do with one cookie of the name being edited.
+pub enum Edit {
+    Keep,
+    Remove,
+    /// Replace the value (the name and the separators around it stay).
+    Value(Vec<u8>),
+}
+
+/// Edits the cookies called `name` (given each value); None when nothing changed. The other cookies
+/// and the separators between them are kept byte for byte; an empty result means "drop the header".
+pub fn edit(header: &[u8], name: &str, mut edit: impl FnMut(&[u8]) -> Edit) -> Option<Vec<u8>> {
+    let mut changed = false;
+    let mut kept: Vec<std::borrow::Cow<[u8]>> = Vec::new();
+    for segment in header.split(|&b| b == b';') {
+        let trimmed = segment.trim_ascii_start();
+        let value = trimmed
+            .strip_prefix(name.as_bytes())
+            .map(<[u8]>::trim_ascii_start)
+            .and_then(|rest| rest.strip_prefix(b"="))
+            .map(|v| v.trim_ascii());
+        match value.map(&mut edit) {
+            None | Some(Edit::Keep) => kept.push(segment.into()),
+            Some(Edit::Remove) => changed = true,
+            Some(Edit::Value(new)) => {
+                changed = true;
+                let mut rebuilt = segment.get(..segment.len() - trimmed.len()).unwrap_or_default().to_vec();
+                rebuilt.extend_from_slice(name.as_bytes());
+                rebuilt.push(b'=');
+                rebuilt.extend_from_slice(&new);
+                kept.push(rebuilt.into());
+            }
+        }
+    }
+    if !changed {
         return None;
     }
-    let kept: Vec<&[u8]> = header.split(|&b| b == b';').filter(|s| !is_ours(s)).collect();
-    let mut out = kept.join(&b';');
+    let mut out = kept.join(&b";"[..]);
     let leading = out.len() - out.trim_ascii_start().len();
     out.drain(..leading);
     if out.trim_ascii().is_empty() {
         out.clear();
     }
     Some(out)
+}
+
+/// The header without the cookies called `name`, or None when it has none.
+pub fn without(header: &[u8], name: &str) -> Option<Vec<u8>> {
+    edit(header, name, |_| Edit::Remove)
+}
+
+/// A `Set-Cookie` header split into its parts (bytes as received).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetCookie<'a> {
+    pub name: &'a [u8],
+    pub value: &'a [u8],
+    /// Everything from the first `;` on (the attributes), possibly empty.
+    pub attributes: &'a [u8],
+}
+
+impl SetCookie<'_> {
+    /// Whether this header deletes the cookie (empty value, or `Max-Age` zero or negative).
+    pub fn deletes(&self) -> bool {
+        self.value.is_empty()
+            || self.attributes.split(|&b| b == b';').any(|attribute| {
+                let Some((key, seconds)) = attribute.trim_ascii().split_at_checked(8) else { return false };
+                key.eq_ignore_ascii_case(b"max-age=")
+                    && std::str::from_utf8(seconds).ok().and_then(|v| v.trim().parse::<i64>().ok()).is_some_and(|v| v <= 0)
+            })
+    }
+}
+
+pub fn parse_set_cookie(header: &[u8]) -> Option<SetCookie<'_>> {
+    let (pair, attributes) = match header.iter().position(|&b| b == b';') {
+        Some(semicolon) => header.split_at(semicolon),
+        None => (header, &[][..]),
+    };
+    let eq = pair.iter().position(|&b| b == b'=')?;
+    let (name, value) = pair.split_at(eq);
+    let name = name.trim_ascii();
+    if name.is_empty() {
+        return None;
+    }
+    Some(SetCookie { name, value: value.get(1..).unwrap_or_default().trim_ascii(), attributes })
 }
 
 /// RFC 6265 cookie-name: an HTTP token.
@@ -149,6 +214,31 @@ mod tests {
         assert_eq!(removed("AVI_COOKIE=t; ", "AVI_COOKIE").unwrap(), "");
         assert_eq!(removed("a=1; b=2", "AVI_COOKIE"), None);
         assert_eq!(removed("AVI_COOKIEX=1", "AVI_COOKIE"), None);
+    }
+
+    #[test]
+    fn edits_values_of_one_name_only() {
+        let edited = edit(b"a=1; S=tok.v; b=2;S=x", "S", |v| match v.strip_prefix(b"tok.") {
+            Some(rest) => Edit::Value(rest.to_vec()),
+            None => Edit::Keep,
+        });
+        assert_eq!(edited.unwrap(), b"a=1; S=v; b=2;S=x");
+        assert_eq!(edit(b"a=1; S=x", "S", |_| Edit::Keep), None);
+    }
+
+    #[test]
+    fn parses_set_cookie_and_recognises_deletion() {
+        let parsed = parse_set_cookie(b"JSESSIONID=AB12.node1; Path=/app; HttpOnly").unwrap();
+        assert_eq!((parsed.name, parsed.value, parsed.attributes), (&b"JSESSIONID"[..], &b"AB12.node1"[..], &b"; Path=/app; HttpOnly"[..]));
+        assert!(!parsed.deletes());
+        assert_eq!(parse_set_cookie(b" k = v ").unwrap().value, b"v");
+        assert!(parse_set_cookie(b"k=").unwrap().deletes());
+        assert!(parse_set_cookie(b"k=v; Max-Age=0; Path=/").unwrap().deletes());
+        assert!(parse_set_cookie(b"k=v; max-age=-1").unwrap().deletes());
+        assert!(!parse_set_cookie(b"k=v; Max-Age=60").unwrap().deletes());
+        assert_eq!(parse_set_cookie(b"novalue"), None);
+        assert_eq!(parse_set_cookie(b"=v"), None);
+        assert_eq!(parse_set_cookie(b"k=a=b").unwrap().value, b"a=b");
     }
 
     #[test]

@@ -25,10 +25,13 @@ pub enum ProfileCounter {
     Expired,
     Evicted,
     TableConflicts,
+    Learned,
+    HeaderMissing,
+    HeaderUnmatched,
 }
 
 impl ProfileCounter {
-    pub const ALL: [ProfileCounter; 15] = [
+    pub const ALL: [ProfileCounter; 18] = [
         ProfileCounter::Pinned,
         ProfileCounter::New,
         ProfileCounter::Repicked,
@@ -44,6 +47,9 @@ impl ProfileCounter {
         ProfileCounter::Expired,
         ProfileCounter::Evicted,
         ProfileCounter::TableConflicts,
+        ProfileCounter::Learned,
+        ProfileCounter::HeaderMissing,
+        ProfileCounter::HeaderUnmatched,
     ];
 
     pub fn suffix(self) -> &'static str {
@@ -63,18 +69,24 @@ impl ProfileCounter {
             ProfileCounter::Expired => "expired",
             ProfileCounter::Evicted => "evicted",
             ProfileCounter::TableConflicts => "table_conflicts",
+            ProfileCounter::Learned => "learned",
+            ProfileCounter::HeaderMissing => "header_missing",
+            ProfileCounter::HeaderUnmatched => "header_unmatched",
         }
     }
 
     /// Counters are only defined for the profile types they can happen to.
     pub fn applies_to(self, kind: &Kind) -> bool {
         use ProfileCounter::*;
+        let header = matches!(kind, Kind::HttpHeader(_));
         match self {
-            Pinned | New | Repicked | Kept | NoUpstream => true,
-            RejectedMalformed | RejectedUnknownKey | RejectedForged | RejectedExpired | RejectedIdle | Rotated | Refreshed => {
-                matches!(kind, Kind::HttpCookie(_))
-            }
+            Pinned | Repicked | Kept | NoUpstream => true,
+            New => !header,
+            RejectedMalformed | RejectedUnknownKey | RejectedForged => kind.uses_tokens(),
+            RejectedExpired | RejectedIdle | Rotated | Refreshed => matches!(kind, Kind::HttpCookie(_)),
             Expired | Evicted | TableConflicts => kind.uses_table(),
+            Learned => matches!(kind, Kind::AppCookie(_)),
+            HeaderMissing | HeaderUnmatched => header,
         }
     }
 
@@ -92,6 +104,12 @@ impl From<Outcome> for ProfileCounter {
             Outcome::Kept => ProfileCounter::Kept,
             Outcome::NoUpstream => ProfileCounter::NoUpstream,
         }
+    }
+}
+
+impl From<crate::token::OpenError> for ProfileCounter {
+    fn from(error: crate::token::OpenError) -> ProfileCounter {
+        Rejection::from(error).into()
     }
 }
 

@@ -106,6 +106,18 @@ pub fn open(keyring: &Keyring, purpose: Purpose, name: &str, token: &[u8]) -> Re
     Ok(Opened { claims, key_id })
 }
 
+/// Shortest token: header, the two times, an IPv4 endpoint, the tag.
+const MIN_TOKEN_CHARS: usize = ((HEADER_LEN + TIMES_LEN + 7 + TAG_LEN) * 4).div_ceil(3);
+
+/// Whether `text` has the shape of a token of this format (length, alphabet, version byte),
+/// whether or not it opens: tells our tokens apart from application data that merely contains
+/// a `.` (such as Tomcat's `<id>.<jvmRoute>` session ids).
+pub fn looks_like_token(text: &[u8]) -> bool {
+    (MIN_TOKEN_CHARS..=MAX_TOKEN_CHARS).contains(&text.len())
+        && text.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        && BASE64.decode(text).ok().and_then(|bytes| bytes.first().copied()) == Some(VERSION)
+}
+
 fn parse_claims(plaintext: &[u8]) -> Option<Claims> {
     let (issued_at, rest) = plaintext.split_first_chunk::<8>()?;
     let (expires_at, rest) = rest.split_first_chunk::<8>()?;
@@ -207,6 +219,18 @@ mod tests {
         assert_eq!(open(&after, Purpose::HttpCookie, "c", token.as_bytes()).unwrap().key_id, 1);
         let fresh = seal(&after, Purpose::HttpCookie, "c", &claims("10.1.2.3:80"), [1; 12]).unwrap();
         assert_eq!(open(&after, Purpose::HttpCookie, "c", fresh.as_bytes()).unwrap().key_id, 2);
+    }
+
+    #[test]
+    fn tells_tokens_from_application_data() {
+        let keys = ring(&[(1, 1)], 1);
+        for endpoint in ["10.1.2.3:80", "[2001:db8::1]:443"] {
+            let token = seal(&keys, Purpose::AppCookiePrefix, "J", &claims(endpoint), [1; 12]).unwrap();
+            assert!(looks_like_token(token.as_bytes()), "{token}");
+        }
+        for data in ["A1B2C3D4E5F6A1B2C3D4E5F6", "node1", "", &"A".repeat(200), "AQEBAQEBAQEBAQEBAQGyebqaAr7X8-qlD53FdjRpGT5vBlL_C_n1P37kfnuS3kIxm7u!"] {
+            assert!(!looks_like_token(data.as_bytes()), "{data}");
+        }
     }
 
     /// A token sealed by v1 of this code; it must open forever (or until the format version changes).

@@ -204,7 +204,8 @@ fn configure_http(size: usize) -> Option<Plugin> {
         .map(|p| {
             let max_entries = match &p.kind {
                 Kind::ClientIp(settings) => settings.max_entries,
-                Kind::HttpCookie(_) => return None,
+                Kind::AppCookie(settings) if p.kind.uses_table() => settings.max_entries,
+                Kind::AppCookie(_) | Kind::HttpCookie(_) | Kind::HttpHeader(_) => return None,
             };
             Some(Table::new(&format!("persistence.p{:016x}", hash_key(&[b"profile", p.name.as_bytes()])), max_entries))
         })
@@ -243,15 +244,22 @@ fn sweep_profiles(plugin: &Plugin) {
     let store = SharedData;
     let now = ffi::now_seconds() as u32;
     for (index, (profile, table)) in plugin.config.profiles.iter().zip(&plugin.tables).enumerate() {
-        let (Some(table), Kind::ClientIp(settings)) = (table, &profile.kind) else { continue };
+        let Some(table) = table else { continue };
+        let (timeout, connection_aware) = match &profile.kind {
+            Kind::ClientIp(settings) => (settings.timeout, true),
+            Kind::AppCookie(settings) => (settings.timeout, false),
+            Kind::HttpCookie(_) | Kind::HttpHeader(_) => continue,
+        };
         let Ok(Some(range)) = table.claim_sweep(&store, SWEEP_BUCKETS_PER_TICK) else { continue };
         let expired = |hash: u64, entry: &Entry<crate::endpoint::Endpoint>| {
-            if table_backed::alive(entry, settings.timeout, now) {
+            if table_backed::alive(entry, timeout, now) {
                 return false;
             }
-            // An entry whose client still has a connection open (or closed one recently) stays.
-            let connections = plugin.connections.read(&store, hash).ok().and_then(|s| plugin.connections.find(&s, hash));
-            !client_ip::connections_keep_alive(connections.as_ref(), settings.timeout, now)
+            // A client IP entry whose client still has a connection open (or closed one recently) stays.
+            !connection_aware || {
+                let connections = plugin.connections.read(&store, hash).ok().and_then(|s| plugin.connections.find(&s, hash));
+                !client_ip::connections_keep_alive(connections.as_ref(), timeout, now)
+            }
         };
         let mut removed = 0;
         for bucket in range {
@@ -315,6 +323,11 @@ fn log_summary(config: &Config) {
             let detail = match &p.kind {
                 Kind::HttpCookie(s) => format!("cookie {}", s.name),
                 Kind::ClientIp(s) => format!("timeout {}s, /{} /{}, {} entries", s.timeout, s.ipv4_prefix, s.ipv6_prefix, s.max_entries),
+                Kind::AppCookie(s) => match s.mode {
+                    crate::profile::app_cookie::Mode::Table => format!("cookie {}, table, idle timeout {}s, {} entries", s.name, s.timeout, s.max_entries),
+                    crate::profile::app_cookie::Mode::Prefix => format!("cookie {}, prefix", s.name),
+                },
+                Kind::HttpHeader(s) => format!("header {}, {} value(s)", s.name, s.servers.len()),
             };
             match &p.description {
                 Some(description) => format!("{} ({type_name}, {detail}, server_down {:?}: {description})", p.name, p.server_down),

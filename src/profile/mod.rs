@@ -1,8 +1,10 @@
 //! Persistence profiles: a name, a type with its own settings, and what to do when the persisted
 //! server is down. One module per type decides what to read from a request and what to record.
 
+pub mod app_cookie;
 pub mod client_ip;
 pub mod http_cookie;
+pub mod http_header;
 pub mod table_backed;
 
 use crate::config::reader::{Errors, Field, Object};
@@ -22,6 +24,8 @@ pub enum ServerDown {
 pub enum Kind {
     HttpCookie(http_cookie::Settings),
     ClientIp(client_ip::Settings),
+    AppCookie(app_cookie::Settings),
+    HttpHeader(http_header::Settings),
 }
 
 impl Kind {
@@ -29,17 +33,32 @@ impl Kind {
         match self {
             Kind::HttpCookie(_) => "http_cookie",
             Kind::ClientIp(_) => "client_ip",
+            Kind::AppCookie(_) => "app_cookie",
+            Kind::HttpHeader(_) => "http_header",
         }
     }
 
     /// Whether this type keeps its pins in the shared table (and has table counters and gauges).
     pub fn uses_table(&self) -> bool {
-        !matches!(self, Kind::HttpCookie(_))
+        match self {
+            Kind::ClientIp(_) => true,
+            Kind::AppCookie(settings) => settings.mode == app_cookie::Mode::Table,
+            Kind::HttpCookie(_) | Kind::HttpHeader(_) => false,
+        }
+    }
+
+    /// Whether this type reads sealed tokens (and has rejection counters).
+    pub fn uses_tokens(&self) -> bool {
+        match self {
+            Kind::HttpCookie(_) => true,
+            Kind::AppCookie(settings) => settings.mode == app_cookie::Mode::Prefix,
+            Kind::ClientIp(_) | Kind::HttpHeader(_) => false,
+        }
     }
 }
 
 /// The `type` values; each reads its settings from the section of the same name.
-const TYPES: &[&str] = &["http_cookie", "client_ip"];
+const TYPES: &[&str] = &["http_cookie", "client_ip", "app_cookie", "http_header"];
 
 /// How a request on a profile ended, for counters and the access log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,6 +177,14 @@ pub fn parse(field: Field, errors: &mut Errors) -> Option<Profile> {
     let kind = match type_name {
         Some("http_cookie") => Some(Kind::HttpCookie(http_cookie::Settings::parse(object.field("http_cookie"), errors))),
         Some("client_ip") => Some(Kind::ClientIp(client_ip::Settings::parse(object.field("client_ip"), errors))),
+        Some("app_cookie") => {
+            let path = object.child_path("app_cookie");
+            app_cookie::Settings::parse(object.field("app_cookie"), errors, &path).map(Kind::AppCookie)
+        }
+        Some("http_header") => {
+            let path = object.child_path("http_header");
+            http_header::Settings::parse(object.field("http_header"), errors, &path).map(Kind::HttpHeader)
+        }
         _ => None,
     };
     object.finish(errors, |key| {

@@ -11,16 +11,10 @@ pub fn alive(entry: &Entry<Endpoint>, timeout: u32, now: u32) -> bool {
 }
 
 /// The table write after a request: `pin` is the entry the request was pinned by (None: it was
-/// load balanced), `upstream` the host Envoy used. Returns the outcome and the read-modify-write
-/// to run on the table (None: no write). Writes are conditional on what the request saw, so a
+/// load balanced), `upstream` the host Envoy used. Returns the outcome and the write to make on
+/// the request's key (None: no write). Writes are conditional on what the request saw, so a
 /// concurrent writer is never overwritten: the first writer of a new client wins.
-pub fn decide(
-    pin: Option<Entry<Endpoint>>,
-    upstream: Option<Endpoint>,
-    server_down: ServerDown,
-    timeout: u32,
-    now: u32,
-) -> (Outcome, Option<impl FnMut(Option<&Entry<Endpoint>>) -> Change<Endpoint>>) {
+pub fn decide(pin: Option<Entry<Endpoint>>, upstream: Option<Endpoint>, server_down: ServerDown, timeout: u32, now: u32) -> (Outcome, Option<Write>) {
     let outcome = super::outcome(pin.map(|p| p.record), upstream, server_down);
     let fresh = upstream.map(|endpoint| Entry { touched: now, record: endpoint });
     let write = match (outcome, pin, fresh) {
@@ -32,18 +26,26 @@ pub fn decide(
         (Outcome::Repicked, Some(pin), Some(fresh)) => Some(Write::Move { from: pin.record, to: fresh }),
         _ => None,
     };
-    (outcome, write.map(|write| move |current: Option<&Entry<Endpoint>>| write.apply(current, timeout, now)))
+    (outcome, write)
 }
 
-#[derive(Clone, Copy)]
-enum Write {
+/// A conditional write to one key of a table, judged against the entry found when it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// Renew the entry's time if it still names the same server.
     Refresh(Entry<Endpoint>),
+    /// Record a new client unless a live entry appeared meanwhile.
     InsertIfAbsent(Entry<Endpoint>),
+    /// Move the client off `from` unless someone already moved it elsewhere.
     Move { from: Endpoint, to: Entry<Endpoint> },
+    /// Record what the backend said (an issued session id): it always stands.
+    Learn(Entry<Endpoint>),
+    /// Drop the entry (a replaced or deleted session id).
+    Forget,
 }
 
 impl Write {
-    fn apply(self, current: Option<&Entry<Endpoint>>, timeout: u32, now: u32) -> Change<Endpoint> {
+    pub fn apply(self, current: Option<&Entry<Endpoint>>, timeout: u32, now: u32) -> Change<Endpoint> {
         let live = current.filter(|c| alive(c, timeout, now));
         match self {
             Write::Refresh(entry) => match current {
@@ -60,6 +62,8 @@ impl Write {
                 Some(c) if c.record != from => Change::Keep,
                 _ => Change::Put(to),
             },
+            Write::Learn(entry) => Change::Put(entry),
+            Write::Forget => Change::Remove,
         }
     }
 }
@@ -79,7 +83,7 @@ mod tests {
 
     fn run(pin: Option<Entry<Endpoint>>, upstream: Option<u8>, mode: ServerDown, current: Option<Entry<Endpoint>>) -> (Outcome, Option<Change<Endpoint>>) {
         let (outcome, write) = decide(pin, upstream.map(server), mode, 100, 1000);
-        (outcome, write.map(|mut w| w(current.as_ref())))
+        (outcome, write.map(|w| w.apply(current.as_ref(), 100, 1000)))
     }
 
     fn put(change: Option<Change<Endpoint>>) -> Option<Entry<Endpoint>> {

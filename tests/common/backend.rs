@@ -1,6 +1,12 @@
 //! Real backend servers on 127.0.0.1: each answers with its name (header `x-backend` and the body),
 //! serves `/healthz` (200, or 503 after `set_healthy(false)`), records what it received byte for
 //! byte, and sets cookies on request (`?set-cookie=<percent-encoded Set-Cookie value>`, repeatable).
+//!
+//! `Backend::servlet` also behaves like a servlet container with in-memory sessions: it knows the
+//! session ids it issued, finds the request's in the `JSESSIONID` cookie, a `;jsessionid=` path
+//! parameter or a `JSESSIONID` query parameter, issues `JSESSIONID=<hex>.<name>` (Tomcat's
+//! `<id>.<jvmRoute>`) when it does not know the request's, rotates it on `/login` and deletes it
+//! on `/logout`. Header `x-session` says which session served the request.
 
 use super::http::{self, Headers};
 use std::io::BufReader;
@@ -24,6 +30,8 @@ impl Received {
 
 struct State {
     name: String,
+    /// Session ids this backend issued (servlet behaviour), None for a plain backend.
+    sessions: Option<Mutex<std::collections::HashSet<String>>>,
     healthy: AtomicBool,
     stopped: AtomicBool,
     received: Mutex<Vec<Received>>,
@@ -37,10 +45,20 @@ pub struct Backend {
 
 impl Backend {
     pub fn start(name: &str) -> Backend {
+        Backend::launch(name, false)
+    }
+
+    /// A backend with servlet-container sessions (see the module docs).
+    pub fn servlet(name: &str) -> Backend {
+        Backend::launch(name, true)
+    }
+
+    fn launch(name: &str, servlet: bool) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
         let addr = listener.local_addr().expect("backend address");
         let state = Arc::new(State {
             name: name.to_string(),
+            sessions: servlet.then(|| Mutex::new(std::collections::HashSet::new())),
             healthy: AtomicBool::new(true),
             stopped: AtomicBool::new(false),
             received: Mutex::new(Vec::new()),
@@ -62,6 +80,16 @@ impl Backend {
     /// Starts `n` backends named backend-1 .. backend-n.
     pub fn start_many(n: usize) -> Vec<Backend> {
         (1..=n).map(|i| Backend::start(&format!("backend-{i}"))).collect()
+    }
+
+    /// Starts `n` servlet backends named backend-1 .. backend-n.
+    pub fn servlets(n: usize) -> Vec<Backend> {
+        (1..=n).map(|i| Backend::servlet(&format!("backend-{i}"))).collect()
+    }
+
+    /// Whether this (servlet) backend issued session `id` and still knows it.
+    pub fn knows_session(&self, id: &str) -> bool {
+        self.state.sessions.as_ref().is_some_and(|s| s.lock().expect("lock").contains(id))
     }
 
     pub fn set_healthy(&self, healthy: bool) {
@@ -119,7 +147,50 @@ fn respond(request: &http::Request, state: &State) -> (u16, Headers, Vec<u8>) {
             headers.push(("set-cookie".into(), percent_decode(value)));
         }
     }
+    if let Some(sessions) = &state.sessions {
+        servlet_session(request, path, query, state, sessions, &mut headers);
+    }
     (200, headers, format!("backend={}\n", state.name).into_bytes())
+}
+
+fn servlet_session(request: &http::Request, path: &str, query: &str, state: &State, sessions: &Mutex<std::collections::HashSet<String>>, headers: &mut Headers) {
+    let from_cookie = http::header(&request.headers, "cookie").and_then(|c| {
+        String::from_utf8_lossy(c).split(';').find_map(|pair| pair.trim().strip_prefix("JSESSIONID=").map(str::to_string))
+    });
+    let from_path = path.split(';').skip(1).find_map(|p| p.strip_prefix("jsessionid=").map(|v| v.split('/').next().unwrap_or(v).to_string()));
+    let from_query = query.split('&').find_map(|p| p.strip_prefix("JSESSIONID=").map(str::to_string));
+    let presented = from_cookie.or(from_path).or(from_query);
+    let mut sessions = sessions.lock().expect("lock");
+    let known = presented.filter(|id| sessions.contains(id));
+    let base = path.split(';').next().unwrap_or(path);
+    if base == "/logout" {
+        if let Some(id) = &known {
+            sessions.remove(id);
+        }
+        headers.push(("set-cookie".into(), b"JSESSIONID=; Path=/; Max-Age=0".to_vec()));
+        return;
+    }
+    let session = match known {
+        Some(id) if base != "/login" => id,
+        old => {
+            // New session (or a rotated one on login, as session fixation protection does).
+            if let Some(old) = old {
+                sessions.remove(&old);
+            }
+            let id = format!("{:016X}.{}", random_u64(), state.name);
+            sessions.insert(id.clone());
+            headers.push(("set-cookie".into(), format!("JSESSIONID={id}; Path=/; HttpOnly").into_bytes()));
+            id
+        }
+    };
+    headers.push(("x-session".into(), session.into_bytes()));
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    hasher.finish()
 }
 
 pub fn percent_decode(text: &str) -> Vec<u8> {

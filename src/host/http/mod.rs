@@ -1,0 +1,204 @@
+//! One HTTP stream: strip the client's override header, pick the profile, pin the request through
+//! the override header, and on the response record what Envoy really did. One file per profile
+//! type holds its glue; the decisions themselves live in `crate::profile`.
+
+mod app_cookie;
+mod cookie;
+mod header;
+mod table;
+
+use super::ffi::{self, Map};
+use super::root::Plugin;
+use crate::config::DEFAULT_OVERRIDE_HEADER;
+use crate::endpoint::{self, Endpoint};
+use crate::metrics::FilterCounter;
+use crate::profile::{Kind, Outcome};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+const PROFILE_METADATA: [&str; 5] = ["xds", "route_metadata", "filter_metadata", "persistence", "profile"];
+const ROUTE_NAME: [&str; 2] = ["xds", "route_name"];
+const UPSTREAM_ADDRESS: [&str; 2] = ["upstream", "address"];
+const TLS_VERSION: [&str; 2] = ["connection", "tls_version"];
+
+pub struct Http {
+    plugin: Option<Rc<Plugin>>,
+    /// Set on the request path when a profile applies; read on the response path.
+    pending: Option<Pending>,
+}
+
+/// What the request path learned, per profile type, for the response path.
+enum Pending {
+    Cookie(cookie::Pending),
+    Table(table::Pending),
+    AppCookie(app_cookie::Pending),
+    Header(header::Pending),
+}
+
+impl Http {
+    pub fn new(plugin: Option<Rc<Plugin>>) -> Http {
+        Http { plugin, pending: None }
+    }
+}
+
+impl Context for Http {}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let Some(plugin) = self.plugin.clone() else {
+            let _ = ffi::remove_header(Map::RequestHeaders, DEFAULT_OVERRIDE_HEADER);
+            return Action::Continue;
+        };
+        strip_client_override(&plugin);
+        let Some(index) = select_profile(&plugin) else { return Action::Continue };
+        let Some(profile) = plugin.config.profiles.get(index) else { return Action::Continue };
+        let pending = match &profile.kind {
+            Kind::HttpCookie(settings) => cookie::request(&plugin, index, settings).map(|p| p.map(Pending::Cookie)),
+            Kind::ClientIp(settings) => table::client_ip_request(&plugin, index, settings).map(|p| p.map(Pending::Table)),
+            Kind::AppCookie(settings) => app_cookie::request(&plugin, index, settings).map(|p| p.map(Pending::AppCookie)),
+            Kind::HttpHeader(settings) => header::request(&plugin, index, settings).map(|p| p.map(Pending::Header)),
+        };
+        match pending {
+            Ok(pending) => self.pending = pending,
+            Err((what, status)) => host_error(&plugin, what, status),
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let Some(plugin) = self.plugin.clone() else { return Action::Continue };
+        // stateful_session announces a changed host in the response: never show it to the client.
+        let _ = ffi::remove_header(Map::ResponseHeaders, &plugin.config.override_header);
+        let Some(pending) = self.pending.take() else { return Action::Continue };
+        let upstream = upstream_address();
+        let result = match pending {
+            Pending::Cookie(pending) => cookie::response(&plugin, pending, upstream),
+            Pending::Table(pending) => table::response(&plugin, pending, upstream),
+            Pending::AppCookie(pending) => app_cookie::response(&plugin, pending, upstream),
+            Pending::Header(pending) => header::response(&plugin, pending, upstream),
+        };
+        if let Err((what, status)) = result {
+            host_error(&plugin, what, status);
+        }
+        Action::Continue
+    }
+}
+
+/// A failed host call: what was being done, and Envoy's status.
+type HostResult<T> = Result<T, (&'static str, ffi::Status)>;
+
+fn host_error(plugin: &Plugin, what: &str, status: ffi::Status) {
+    log::warn!("host call failed while {what} (status {}): request continues without persistence", status.0);
+    plugin.metrics.count(FilterCounter::HostErrors);
+}
+
+fn profile_name(plugin: &Plugin, profile: usize) -> &str {
+    plugin.config.profiles.get(profile).map_or("?", |p| p.name.as_str())
+}
+
+fn log_outcome(plugin: &Plugin, profile: usize, outcome: Outcome, upstream: Option<Endpoint>) {
+    plugin.metrics.count_profile(profile, outcome.into());
+    log::debug!(
+        "profile {}: {outcome:?} upstream {}",
+        profile_name(plugin, profile),
+        upstream.map_or_else(|| "none".to_string(), |u| u.to_string())
+    );
+}
+
+/// Only the filter may name an upstream: a client-supplied override header is removed on every
+/// request, whether or not a profile applies.
+fn strip_client_override(plugin: &Plugin) {
+    let header = &plugin.config.override_header;
+    match ffi::header(Map::RequestHeaders, header) {
+        Ok(None) => {}
+        Ok(Some(_)) => {
+            plugin.metrics.count(FilterCounter::SpoofedOverrideHeader);
+            log::debug!("removed a client-supplied {header} header");
+            if ffi::remove_header(Map::RequestHeaders, header).is_err() {
+                plugin.metrics.count(FilterCounter::HostErrors);
+            }
+        }
+        Err(_) => {
+            // Could not tell: remove anyway.
+            let _ = ffi::remove_header(Map::RequestHeaders, header);
+            plugin.metrics.count(FilterCounter::HostErrors);
+        }
+    }
+}
+
+/// Route metadata `filter_metadata.persistence.profile`, then `routes` by route name, then the default.
+fn select_profile(plugin: &Plugin) -> Option<usize> {
+    let config = &plugin.config;
+    if let Ok(Some(name)) = ffi::property(&PROFILE_METADATA) {
+        let name = String::from_utf8_lossy(&name);
+        let found = config.profile_index(&name);
+        if found.is_none() {
+            plugin.metrics.count(FilterCounter::UnknownProfile);
+            if plugin.warned_profiles.borrow_mut().insert(name.to_string()) {
+                log::warn!("route metadata names profile {name:?}, which the plugin configuration does not define: no persistence on that route");
+            }
+        }
+        return found;
+    }
+    if !config.routes.is_empty() {
+        if let Ok(Some(route)) = ffi::property(&ROUTE_NAME) {
+            if let Some(index) = std::str::from_utf8(&route).ok().and_then(|r| config.routes.get(r)) {
+                return Some(*index);
+            }
+        }
+    }
+    config.default_profile
+}
+
+/// Hands the decision to stateful_session.
+fn pin(plugin: &Plugin, endpoint: &Endpoint) -> HostResult<()> {
+    ffi::replace_header(Map::RequestHeaders, &plugin.config.override_header, endpoint::override_header_value(endpoint).as_bytes())
+        .map_err(|status| ("setting the override header", status))
+}
+
+/// Replaces all Cookie headers by the rewritten ones (None: unchanged); several become one
+/// (RFC 9110 allows joining them with "; "), an emptied one disappears.
+fn rewrite_cookie_headers(original: &[Vec<u8>], rewritten: &[Option<Vec<u8>>]) -> HostResult<()> {
+    if rewritten.iter().all(Option::is_none) {
+        return Ok(());
+    }
+    let kept: Vec<&[u8]> = rewritten
+        .iter()
+        .zip(original)
+        .map(|(new, old)| new.as_deref().unwrap_or(old))
+        .filter(|header| !header.is_empty())
+        .collect();
+    let result = if kept.is_empty() {
+        ffi::remove_header(Map::RequestHeaders, "cookie")
+    } else {
+        ffi::replace_header(Map::RequestHeaders, "cookie", &kept.join(&b"; "[..]))
+    };
+    result.map_err(|status| ("rewriting Cookie", status))
+}
+
+/// Fresh random bytes for a token nonce; None (logged, counted) if the host has no randomness.
+fn nonce(plugin: &Plugin) -> Option<[u8; crate::token::NONCE_LEN]> {
+    let mut nonce = [0u8; crate::token::NONCE_LEN];
+    if getrandom::fill(&mut nonce).is_err() {
+        log::error!("no randomness for a token nonce: nothing sealed");
+        plugin.metrics.count(FilterCounter::HostErrors);
+        return None;
+    }
+    Some(nonce)
+}
+
+fn property_address(path: &[&str]) -> Option<SocketAddr> {
+    let bytes = ffi::property(path).ok()??;
+    std::str::from_utf8(&bytes).ok()?.parse().ok()
+}
+
+fn upstream_address() -> Option<Endpoint> {
+    let bytes = ffi::property(&UPSTREAM_ADDRESS).ok()??;
+    endpoint::parse(std::str::from_utf8(&bytes).ok()?)
+}
+
+fn is_tls() -> bool {
+    matches!(ffi::property(&TLS_VERSION), Ok(Some(version)) if !version.is_empty())
+}

@@ -1,0 +1,147 @@
+//! Custom HTTP header persistence (Avi "HTTP Custom Header"): the value of a request header is
+//! matched against values statically assigned to each server; on a match the request goes to that
+//! server. Nothing is learned or stored.
+
+use crate::config::reader::{Errors, Field};
+use crate::endpoint::{self, Endpoint};
+use std::collections::HashMap;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Lowercase header name.
+    pub name: String,
+    /// Header value -> the server it is assigned to.
+    pub servers: HashMap<Vec<u8>, Endpoint>,
+}
+
+impl Settings {
+    pub fn parse(section: Option<Field>, errors: &mut Errors, section_path: &str) -> Option<Settings> {
+        let Some(mut object) = section.and_then(|field| field.object(errors)) else {
+            errors.add(section_path, "is required: {\"name\": \"<header>\", \"servers\": [{\"address\": \"ip:port\", \"values\": [...]}]}");
+            return None;
+        };
+        let name = match object.field("name") {
+            Some(field) => match field.string(errors) {
+                Some(name) if is_header_name(name) => Some(name.to_ascii_lowercase()),
+                Some(name) => {
+                    errors.add(&field.path, format!("must be an HTTP header name, got {name:?}"));
+                    None
+                }
+                None => None,
+            },
+            None => {
+                errors.add(&object.child_path("name"), "is required (the request header to match)");
+                None
+            }
+        };
+        let mut servers: HashMap<Vec<u8>, Endpoint> = HashMap::new();
+        // Where each value was assigned, to name both places of a duplicate.
+        let mut assigned_at: HashMap<String, (String, Endpoint)> = HashMap::new();
+        match object.field("servers").and_then(|f| f.array(errors)) {
+            Some(items) if !items.is_empty() => {
+                for item in items {
+                    let Some(mut server) = item.object(errors) else { continue };
+                    let address = match server.field("address") {
+                        Some(field) => field.string(errors).and_then(|text| {
+                            let parsed = endpoint::parse(text);
+                            if parsed.is_none() {
+                                errors.add(&field.path, format!("must be ip:port (IPv6 in brackets, e.g. [2001:db8::1]:8080), got {text:?}"));
+                            }
+                            parsed
+                        }),
+                        None => {
+                            errors.add(&server.child_path("address"), "is required (ip:port of the server, as in the cluster)");
+                            None
+                        }
+                    };
+                    let values = match server.field("values") {
+                        Some(field) => field.array(errors).unwrap_or_default(),
+                        None => {
+                            errors.add(&server.child_path("values"), "is required (the header values that select this server)");
+                            Vec::new()
+                        }
+                    };
+                    for value_field in values {
+                        let Some(value) = value_field.string(errors) else { continue };
+                        if value.is_empty() {
+                            errors.add(&value_field.path, "must not be empty");
+                            continue;
+                        }
+                        if let Some((first_path, first_address)) = assigned_at.get(value) {
+                            errors.add(&value_field.path, format!("{value:?} is already assigned to {first_address} at {first_path}: a value selects one server"));
+                            continue;
+                        }
+                        if let Some(address) = address {
+                            assigned_at.insert(value.to_string(), (value_field.path.clone(), address));
+                            servers.insert(value.as_bytes().to_vec(), address);
+                        }
+                    }
+                    server.finish(errors, |_| None);
+                }
+            }
+            Some(_) => errors.add(&object.child_path("servers"), "must list at least one server"),
+            None => errors.add(&object.child_path("servers"), "is required: [{\"address\": \"ip:port\", \"values\": [...]}]"),
+        }
+        object.finish(errors, |_| None);
+        Some(Settings { name: name?, servers })
+    }
+
+    /// The server assigned to a header value (exact, case-sensitive match).
+    pub fn server_for(&self, value: &[u8]) -> Option<Endpoint> {
+        self.servers.get(value).copied()
+    }
+}
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(section: serde_json::Value) -> Result<Settings, Vec<String>> {
+        let mut errors = Errors::default();
+        let settings = Settings::parse(Some(Field { path: "http_header".into(), value: &section }), &mut errors, "http_header");
+        match settings {
+            Some(settings) if errors.0.is_empty() => Ok(settings),
+            _ => Err(errors.0.iter().map(ToString::to_string).collect()),
+        }
+    }
+
+    #[test]
+    fn maps_values_to_servers() {
+        let settings = parse(json!({"name": "X-Tenant", "servers": [
+            {"address": "10.0.0.7:8080", "values": ["acme", "globex"]},
+            {"address": "[2001:db8::1]:80", "values": ["initech"]}]}))
+        .unwrap();
+        assert_eq!(settings.name, "x-tenant");
+        assert_eq!(settings.server_for(b"acme"), endpoint::parse("10.0.0.7:8080"));
+        assert_eq!(settings.server_for(b"globex"), endpoint::parse("10.0.0.7:8080"));
+        assert_eq!(settings.server_for(b"initech"), endpoint::parse("[2001:db8::1]:80"));
+        assert_eq!(settings.server_for(b"ACME"), None, "exact match");
+        assert_eq!(settings.server_for(b"acme "), None);
+    }
+
+    #[test]
+    fn rejects_bad_settings_naming_both_places_of_a_duplicate() {
+        let cases = [
+            (json!({"name": "x", "servers": [{"address": "10.0.0.1:80", "values": ["a"]}, {"address": "10.0.0.2:80", "values": ["b", "a"]}]}),
+             "http_header.servers[1].values[1]: \"a\" is already assigned to 10.0.0.1:80 at http_header.servers[0].values[0]: a value selects one server"),
+            (json!({"name": "x", "servers": [{"address": "10.0.0.1", "values": ["a"]}]}),
+             "http_header.servers[0].address: must be ip:port (IPv6 in brackets, e.g. [2001:db8::1]:8080), got \"10.0.0.1\""),
+            (json!({"name": "x", "servers": [{"address": "::1:80", "values": ["a"]}]}),
+             "http_header.servers[0].address: must be ip:port (IPv6 in brackets, e.g. [2001:db8::1]:8080), got \"::1:80\""),
+            (json!({"name": "x", "servers": []}), "http_header.servers: must list at least one server"),
+            (json!({"name": "x"}), "http_header.servers: is required: [{\"address\": \"ip:port\", \"values\": [...]}]"),
+            (json!({"name": "a b", "servers": [{"address": "10.0.0.1:80", "values": ["a"]}]}), "http_header.name: must be an HTTP header name, got \"a b\""),
+            (json!({"name": "x", "servers": [{"address": "10.0.0.1:80", "values": [""]}]}), "http_header.servers[0].values[0]: must not be empty"),
+            (json!({"name": "x", "servers": [{"address": "10.0.0.1:80"}]}), "http_header.servers[0].values: is required (the header values that select this server)"),
+            (json!({"name": "x", "servers": [{"address": "10.0.0.1:80", "values": ["a"], "weight": 1}]}), "http_header.servers[0].weight: unknown field (known fields here: address, values)"),
+        ];
+        for (section, expected) in cases {
+            assert_eq!(parse(section.clone()), Err(vec![expected.to_string()]), "{section}");
+        }
+    }
+}
