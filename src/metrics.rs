@@ -28,10 +28,12 @@ pub enum ProfileCounter {
     Learned,
     HeaderMissing,
     HeaderUnmatched,
+    NoKey,
+    FallbackClientIp,
 }
 
 impl ProfileCounter {
-    pub const ALL: [ProfileCounter; 18] = [
+    pub const ALL: [ProfileCounter; 20] = [
         ProfileCounter::Pinned,
         ProfileCounter::New,
         ProfileCounter::Repicked,
@@ -50,6 +52,8 @@ impl ProfileCounter {
         ProfileCounter::Learned,
         ProfileCounter::HeaderMissing,
         ProfileCounter::HeaderUnmatched,
+        ProfileCounter::NoKey,
+        ProfileCounter::FallbackClientIp,
     ];
 
     pub fn suffix(self) -> &'static str {
@@ -72,6 +76,8 @@ impl ProfileCounter {
             ProfileCounter::Learned => "learned",
             ProfileCounter::HeaderMissing => "header_missing",
             ProfileCounter::HeaderUnmatched => "header_unmatched",
+            ProfileCounter::NoKey => "no_key",
+            ProfileCounter::FallbackClientIp => "fallback_client_ip",
         }
     }
 
@@ -87,6 +93,7 @@ impl ProfileCounter {
             Expired | Evicted | TableConflicts => kind.uses_table(),
             Learned => matches!(kind, Kind::AppCookie(_)),
             HeaderMissing | HeaderUnmatched => header,
+            NoKey | FallbackClientIp => matches!(kind, Kind::Tls(_)),
         }
     }
 

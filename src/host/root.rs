@@ -55,8 +55,8 @@ impl Plugin {
         if tracked.get() {
             return;
         }
-        if let Some(Kind::ClientIp(settings)) = self.config.profiles.get(profile).map(|p| &p.kind) {
-            publish_tracking(&Tracking { granularities: vec![settings.granularity()], max_timeout: settings.timeout });
+        if let Some(tracking) = self.config.profiles.get(profile).and_then(|p| p.kind.tracking()) {
+            publish_tracking(&tracking);
         }
         tracked.set(true);
     }
@@ -191,8 +191,8 @@ fn configure_http(size: usize) -> Option<Plugin> {
     let tracked: Vec<Cell<bool>> = (0..config.profiles.len()).map(|i| Cell::new(config.in_use(i))).collect();
     let mut in_use = Tracking::default();
     for (profile, _) in config.profiles.iter().zip(&tracked).filter(|(_, t)| t.get()) {
-        if let Kind::ClientIp(settings) = &profile.kind {
-            in_use.merge(&Tracking { granularities: vec![settings.granularity()], max_timeout: settings.timeout });
+        if let Some(tracking) = profile.kind.tracking() {
+            in_use.merge(&tracking);
         }
     }
     publish_tracking(&in_use);
@@ -205,6 +205,7 @@ fn configure_http(size: usize) -> Option<Plugin> {
             let max_entries = match &p.kind {
                 Kind::ClientIp(settings) => settings.max_entries,
                 Kind::AppCookie(settings) if p.kind.uses_table() => settings.max_entries,
+                Kind::Tls(settings) => settings.max_entries,
                 Kind::AppCookie(_) | Kind::HttpCookie(_) | Kind::HttpHeader(_) => return None,
             };
             Some(Table::new(&format!("persistence.p{:016x}", hash_key(&[b"profile", p.name.as_bytes()])), max_entries))
@@ -248,6 +249,7 @@ fn sweep_profiles(plugin: &Plugin) {
         let (timeout, connection_aware) = match &profile.kind {
             Kind::ClientIp(settings) => (settings.timeout, true),
             Kind::AppCookie(settings) => (settings.timeout, false),
+            Kind::Tls(settings) => (settings.timeout, settings.fallback == crate::profile::tls::Fallback::ClientIp),
             Kind::HttpCookie(_) | Kind::HttpHeader(_) => continue,
         };
         let Ok(Some(range)) = table.claim_sweep(&store, SWEEP_BUCKETS_PER_TICK) else { continue };
@@ -328,6 +330,7 @@ fn log_summary(config: &Config) {
                     crate::profile::app_cookie::Mode::Prefix => format!("cookie {}, prefix", s.name),
                 },
                 Kind::HttpHeader(s) => format!("header {}, {} value(s)", s.name, s.servers.len()),
+                Kind::Tls(s) => format!("key {:?}, fallback {:?}, timeout {}s, {} entries", s.key, s.fallback, s.timeout, s.max_entries),
             };
             match &p.description {
                 Some(description) => format!("{} ({type_name}, {detail}, server_down {:?}: {description})", p.name, p.server_down),

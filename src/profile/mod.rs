@@ -6,6 +6,7 @@ pub mod client_ip;
 pub mod http_cookie;
 pub mod http_header;
 pub mod table_backed;
+pub mod tls;
 
 use crate::config::reader::{Errors, Field, Object};
 use crate::endpoint::Endpoint;
@@ -26,6 +27,7 @@ pub enum Kind {
     ClientIp(client_ip::Settings),
     AppCookie(app_cookie::Settings),
     HttpHeader(http_header::Settings),
+    Tls(tls::Settings),
 }
 
 impl Kind {
@@ -35,13 +37,24 @@ impl Kind {
             Kind::ClientIp(_) => "client_ip",
             Kind::AppCookie(_) => "app_cookie",
             Kind::HttpHeader(_) => "http_header",
+            Kind::Tls(_) => "tls",
         }
+    }
+
+    /// The client grouping and timeout the connection counter must track for this profile.
+    pub fn tracking(&self) -> Option<client_ip::Tracking> {
+        let (granularity, timeout) = match self {
+            Kind::ClientIp(settings) => (settings.granularity(), settings.timeout),
+            Kind::Tls(settings) if settings.fallback == tls::Fallback::ClientIp => (client_ip::Settings::default().granularity(), settings.timeout),
+            _ => return None,
+        };
+        Some(client_ip::Tracking { granularities: vec![granularity], max_timeout: timeout })
     }
 
     /// Whether this type keeps its pins in the shared table (and has table counters and gauges).
     pub fn uses_table(&self) -> bool {
         match self {
-            Kind::ClientIp(_) => true,
+            Kind::ClientIp(_) | Kind::Tls(_) => true,
             Kind::AppCookie(settings) => settings.mode == app_cookie::Mode::Table,
             Kind::HttpCookie(_) | Kind::HttpHeader(_) => false,
         }
@@ -52,13 +65,13 @@ impl Kind {
         match self {
             Kind::HttpCookie(_) => true,
             Kind::AppCookie(settings) => settings.mode == app_cookie::Mode::Prefix,
-            Kind::ClientIp(_) | Kind::HttpHeader(_) => false,
+            Kind::ClientIp(_) | Kind::HttpHeader(_) | Kind::Tls(_) => false,
         }
     }
 }
 
 /// The `type` values; each reads its settings from the section of the same name.
-const TYPES: &[&str] = &["http_cookie", "client_ip", "app_cookie", "http_header"];
+const TYPES: &[&str] = &["http_cookie", "client_ip", "app_cookie", "http_header", "tls"];
 
 /// How a request on a profile ended, for counters and the access log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,6 +149,13 @@ pub fn builtins() -> Vec<Profile> {
             kind: Kind::ClientIp(client_ip::Settings::default()),
             builtin: true,
         },
+        Profile {
+            name: "System-Persistence-TLS".into(),
+            description: Some("built-in: TLS session id, 5 minutes".into()),
+            server_down: ServerDown::Immediate,
+            kind: Kind::Tls(tls::Settings::default()),
+            builtin: true,
+        },
     ]
 }
 
@@ -181,6 +201,7 @@ pub fn parse(field: Field, errors: &mut Errors) -> Option<Profile> {
             let path = object.child_path("app_cookie");
             app_cookie::Settings::parse(object.field("app_cookie"), errors, &path).map(Kind::AppCookie)
         }
+        Some("tls") => Some(Kind::Tls(tls::Settings::parse(object.field("tls"), errors))),
         Some("http_header") => {
             let path = object.child_path("http_header");
             http_header::Settings::parse(object.field("http_header"), errors, &path).map(Kind::HttpHeader)

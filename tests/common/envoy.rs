@@ -60,6 +60,24 @@ impl EnvoyConfig {
         EnvoyConfig { value, fixed_ports: HashMap::new() }
     }
 
+    /// Points every `envoy/certs/<file>` of the configuration at `pki`'s generated file.
+    pub fn certificates(mut self, pki: &super::tls::Pki) -> EnvoyConfig {
+        fn walk(value: &mut Value, pki: &super::tls::Pki) {
+            match value {
+                Value::String(text) => {
+                    if let Some(name) = text.strip_prefix("envoy/certs/") {
+                        *text = pki.file(name).display().to_string();
+                    }
+                }
+                Value::Object(map) => map.values_mut().for_each(|v| walk(v, pki)),
+                Value::Array(items) => items.iter_mut().for_each(|v| walk(v, pki)),
+                _ => {}
+            }
+        }
+        walk(&mut self.value, pki);
+        self
+    }
+
     /// Keeps listener `name` on `port` instead of an ephemeral port.
     pub fn listener_port(mut self, name: &str, port: u16) -> EnvoyConfig {
         self.fixed_ports.insert(name.to_string(), port);

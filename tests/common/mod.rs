@@ -6,6 +6,7 @@ pub mod backend;
 pub mod client;
 pub mod envoy;
 pub mod http;
+pub mod tls;
 
 pub use backend::Backend;
 pub use client::{get, Connection, Jar};

@@ -6,6 +6,7 @@ mod app_cookie;
 mod cookie;
 mod header;
 mod table;
+mod tls;
 
 use super::ffi::{self, Map};
 use super::root::Plugin;
@@ -59,6 +60,7 @@ impl HttpContext for Http {
             Kind::ClientIp(settings) => table::client_ip_request(&plugin, index, settings).map(|p| p.map(Pending::Table)),
             Kind::AppCookie(settings) => app_cookie::request(&plugin, index, settings).map(|p| p.map(Pending::AppCookie)),
             Kind::HttpHeader(settings) => header::request(&plugin, index, settings).map(|p| p.map(Pending::Header)),
+            Kind::Tls(settings) => tls::request(&plugin, index, settings).map(|p| p.map(Pending::Table)),
         };
         match pending {
             Ok(pending) => self.pending = pending,

@@ -25,14 +25,24 @@ pub fn client_ip_request(plugin: &Plugin, profile: usize, settings: &client_ip::
     if settings.timeout == 0 {
         return Ok(None); // Avi: a timeout of 0 disables persistence.
     }
+    let Some(key) = client_key(plugin, profile, settings.granularity()) else { return Ok(None) };
+    keyed_request(plugin, profile, key, settings.timeout, true)
+}
+
+/// The key of the request's client address (None when the connection has no IP address).
+pub fn client_key(plugin: &Plugin, profile: usize, granularity: client_ip::Granularity) -> Option<u64> {
     let Some(source) = property_address(&SOURCE_ADDRESS) else {
         log::debug!("profile {}: no client address (not an IP connection): load balancing", profile_name(plugin, profile));
-        return Ok(None);
+        return None;
     };
     plugin.ensure_tracked(profile);
-    let key = client_ip::client_key(source.ip(), settings.granularity());
-    let Some((snapshot, live)) = lookup(plugin, profile, key, settings.timeout, true)? else { return Ok(None) };
-    Ok(Some(Pending { profile, key, snapshot, pin: live, timeout: settings.timeout }))
+    Some(client_ip::client_key(source.ip(), granularity))
+}
+
+/// Looks `key` up and remembers what the response needs.
+pub fn keyed_request(plugin: &Plugin, profile: usize, key: u64, timeout: u32, connection_aware: bool) -> HostResult<Option<Pending>> {
+    let Some((snapshot, live)) = lookup(plugin, profile, key, timeout, connection_aware)? else { return Ok(None) };
+    Ok(Some(Pending { profile, key, snapshot, pin: live, timeout }))
 }
 
 pub fn response(plugin: &Plugin, pending: Pending, upstream: Option<Endpoint>) -> HostResult<()> {
