@@ -6,7 +6,7 @@ TEST_THREADS ?= 3
 
 BENCH_WASM := target/bench/wasm32-wasip1/release/envoy_persistence.wasm
 
-.PHONY: build envoy test unit integration demo bench-table clean
+.PHONY: build envoy browser test unit integration demo demo-check bench-table clean
 
 ## build: the release .wasm (installs the wasm toolchain if missing)
 build:
@@ -17,8 +17,12 @@ build:
 envoy:
 	@scripts/install-envoy.sh >/dev/null
 
-## test: native unit tests, then integration tests against the real Envoy
-test: build envoy unit integration
+## browser: Debian's Chromium and ChromeDriver (the demo check drives a real browser)
+browser:
+	@scripts/install-browser.sh
+
+## test: native unit tests, then integration tests against the real Envoy (and a real browser)
+test: build envoy browser unit integration
 
 unit:
 	cargo test --lib
@@ -26,6 +30,12 @@ unit:
 integration:
 	ENVOY_BIN=$$(scripts/install-envoy.sh 2>/dev/null) PERSISTENCE_WASM=$(CURDIR)/$(WASM) \
 	  cargo test --test '*' -- --test-threads $(TEST_THREADS)
+
+## demo-check: headless Chromium opens the demo, keeps the cookie, stays on one backend;
+## leaves target/demo-screenshot.png
+demo-check: build envoy browser
+	ENVOY_BIN=$$(scripts/install-envoy.sh 2>/dev/null) PERSISTENCE_WASM=$(CURDIR)/$(WASM) \
+	  cargo test --test demo_browser -- --nocapture
 
 ## demo: three backends and Envoy with the filter; shows a cookie issued and honoured (Ctrl-C stops)
 demo: build envoy

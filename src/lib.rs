@@ -19,6 +19,7 @@ pub mod header_pairs;
 pub mod keyring;
 pub mod metrics;
 pub mod profile;
+pub mod report;
 pub mod table;
 pub mod token;
 

@@ -1,5 +1,5 @@
-//! Stat names. Envoy shows them with its `wasmcustom.` prefix, e.g.
-//! `wasmcustom.persistence.web.pinned` (Prometheus: `wasmcustom_persistence_web_pinned`).
+//! Stat names. Envoy's /stats shows them with its `wasmcustom.` prefix, e.g.
+//! `wasmcustom.persistence.web.pinned`; /stats/prometheus as `persistence_web_pinned`.
 //! The names are part of the public interface: README has the table.
 
 use crate::profile::http_cookie::Rejection;

@@ -71,7 +71,7 @@ fn one_client_sticks_across_four_workers_and_many_connections() {
     for _ in 0..60 {
         assert_eq!(from(&envoy, source), server);
     }
-    let workers = threads_logging(&envoy, ": Pinned upstream");
+    let workers = threads_logging(&envoy, " outcome=pinned server=");
     assert!(workers.len() >= 3, "pinned requests were decided on {} workers: {workers:?}", workers.len());
     assert_eq!(envoy.counter("persistence.clients.entries"), 1, "one table for all workers");
 }

@@ -97,7 +97,7 @@ fn clients_spread_over_every_backend_and_each_sticks_across_workers() {
     let threads: HashSet<String> = envoy
         .filter_log()
         .iter()
-        .filter(|l| l.contains(": Pinned upstream"))
+        .filter(|l| l.contains(" outcome=pinned server="))
         .filter_map(|l| l.split("][").nth(1).map(str::to_string))
         .collect();
     assert!(threads.len() >= 2, "pinned requests seen on {threads:?}");

@@ -124,6 +124,19 @@ pub enum Rejection {
     Idle,
 }
 
+impl Rejection {
+    /// The name used in counters (`rejected.<name>`) and access-log records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rejection::Malformed => "malformed",
+            Rejection::UnknownKey => "unknown_key",
+            Rejection::Forged => "forged",
+            Rejection::Expired => "expired",
+            Rejection::Idle => "idle",
+        }
+    }
+}
+
 impl From<OpenError> for Rejection {
     fn from(error: OpenError) -> Rejection {
         match error {

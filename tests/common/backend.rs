@@ -150,7 +150,32 @@ fn respond(request: &http::Request, state: &State) -> (u16, Headers, Vec<u8>) {
     if let Some(sessions) = &state.sessions {
         servlet_session(request, path, query, state, sessions, &mut headers);
     }
+    let wants_html = http::header(&request.headers, "accept").is_some_and(|a| String::from_utf8_lossy(a).contains("text/html"));
+    if wants_html {
+        headers.retain(|(name, _)| name != "content-type");
+        headers.push(("content-type".into(), b"text/html; charset=utf-8".to_vec()));
+        return (200, headers, page(request, &state.name).into_bytes());
+    }
     (200, headers, format!("backend={}\n", state.name).into_bytes())
+}
+
+/// The page a browser sees: which backend answered, and what the persistence filter decided.
+fn page(request: &http::Request, name: &str) -> String {
+    let escape = |text: &str| text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let decision = http::header(&request.headers, "x-persistence-decision").map_or_else(|| "-".to_string(), |v| String::from_utf8_lossy(v).into_owned());
+    let hue = name.bytes().map(u32::from).sum::<u32>() * 47 % 360;
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{name}</title><style>\
+         body{{font-family:sans-serif;margin:3em;background:hsl({hue},60%,92%)}}h1{{font-size:3em;color:hsl({hue},60%,30%)}}\
+         code{{background:#fff;padding:.2em .4em}}</style></head><body>\
+         <h1 id=\"backend\">{name}</h1>\
+         <p>This page was served by <b>{name}</b>. Reload: with persistence you stay here.</p>\
+         <p>Persistence decision: <code id=\"decision\">{}</code></p>\
+         <p>Request: <code>{} {}</code></p></body></html>\n",
+        escape(&decision),
+        escape(&request.method),
+        escape(&request.path),
+    )
 }
 
 fn servlet_session(request: &http::Request, path: &str, query: &str, state: &State, sessions: &Mutex<std::collections::HashSet<String>>, headers: &mut Headers) {

@@ -38,6 +38,13 @@ impl Connection {
         http::read_response(&mut self.reader, method)
     }
 
+    /// A request with a JSON body (WebDriver and the like).
+    pub fn send_json(&mut self, method: &str, path: &str, body: &serde_json::Value) -> std::io::Result<Response> {
+        let body = body.to_string();
+        http::write_request_with_body(&mut self.writer, method, path, &[("host", b"localhost"), ("content-type", b"application/json")], Some(body.as_bytes()))?;
+        http::read_response(&mut self.reader, method)
+    }
+
     pub fn get(&mut self, path: &str, headers: &[(&str, &[u8])]) -> Response {
         self.send("GET", path, headers).unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }

@@ -166,6 +166,24 @@ impl EnvoyConfig {
         serde_json::from_str(&text).expect("json")
     }
 
+    /// Runs `envoy --mode validate` on this configuration (with the built module); Err(output).
+    pub fn validate(&self) -> Result<(), String> {
+        let dir = tempfile::Builder::new().prefix("envoy-persistence-validate").tempdir().expect("tempdir");
+        let path = dir.path().join("envoy.json");
+        std::fs::write(&path, self.prepared().to_string()).expect("write config");
+        let output = Command::new(envoy_bin())
+            .args(["--mode", "validate", "-l", "error", "-c"])
+            .arg(&path)
+            .current_dir(repo_root())
+            .output()
+            .expect("run envoy --mode validate");
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+        }
+    }
+
     /// What Envoy actually gets: ephemeral ports everywhere, the built module's absolute path.
     fn prepared(&self) -> Value {
         let mut value = self.value.clone();
@@ -392,6 +410,11 @@ impl Envoy {
 
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
+    /// Stops Envoy so that its buffered access log is flushed (the log stays readable).
+    pub fn stop_for_logs(&mut self) {
+        self.stop();
     }
 
     /// Lines the filter logged (Envoy prefixes them with "wasm log").

@@ -133,6 +133,11 @@ pub fn read_response(reader: &mut impl BufRead, method: &str) -> io::Result<Resp
 }
 
 pub fn write_request(out: &mut impl Write, method: &str, path: &str, headers: &[(&str, &[u8])]) -> io::Result<()> {
+    write_request_with_body(out, method, path, headers, None)
+}
+
+/// A request with a body (Content-Length is added).
+pub fn write_request_with_body(out: &mut impl Write, method: &str, path: &str, headers: &[(&str, &[u8])], body: Option<&[u8]>) -> io::Result<()> {
     let mut bytes = format!("{method} {path} HTTP/1.1\r\n").into_bytes();
     for (name, value) in headers {
         bytes.extend_from_slice(name.as_bytes());
@@ -140,7 +145,12 @@ pub fn write_request(out: &mut impl Write, method: &str, path: &str, headers: &[
         bytes.extend_from_slice(value);
         bytes.extend_from_slice(b"\r\n");
     }
-    bytes.extend_from_slice(b"\r\n");
+    if let Some(body) = body {
+        bytes.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+        bytes.extend_from_slice(body);
+    } else {
+        bytes.extend_from_slice(b"\r\n");
+    }
     out.write_all(&bytes)?;
     out.flush()
 }

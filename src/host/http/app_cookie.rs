@@ -2,7 +2,7 @@
 //! prefix on it (prefix mode), and learn from the backend's Set-Cookie.
 
 use super::table::{apply, lookup};
-use super::{is_tls, log_outcome, nonce, pin, rewrite_cookie_headers, HostResult};
+use super::{decided, is_tls, log_outcome, nonce, pin, rewrite_cookie_headers, HostResult};
 use crate::endpoint::Endpoint;
 use crate::host::ffi::{self, Map};
 use crate::host::root::Plugin;
@@ -27,10 +27,12 @@ pub fn request(plugin: &Plugin, profile: usize, settings: &Settings) -> HostResu
                 None => ffi::header(Map::RequestHeaders, ":path").map_err(|s| ("reading :path", s))?.unwrap_or_default(),
             };
             let Some((value, _found)) = app_cookie::session_id(&settings.name, &cookies, &path) else {
+                decided(plugin, profile, None, Some(("reason", "no_session")));
                 return Ok(Some(Pending::Table { profile, key: None, snapshot: None, pin: None }));
             };
             let key = app_cookie::key(value);
             let Some((snapshot, live)) = lookup(plugin, profile, key, settings.timeout, false)? else { return Ok(None) };
+            decided(plugin, profile, live.map(|e| e.record), None);
             Ok(Some(Pending::Table { profile, key: Some(key), snapshot: Some(snapshot), pin: live }))
         }
         Mode::Prefix => {
@@ -40,6 +42,7 @@ pub fn request(plugin: &Plugin, profile: usize, settings: &Settings) -> HostResu
                 Prefixed::Valid { claims, .. } => pin(plugin, &claims.endpoint)?,
                 Prefixed::Absent => {}
             }
+            decided(plugin, profile, pinned(&found), rejected(&found).map(|r| ("rejected", r)));
             rewrite_cookie_headers(&cookies, &rewritten)?;
             Ok(Some(Pending::Prefix { profile, found }))
         }
@@ -57,19 +60,15 @@ pub fn response(plugin: &Plugin, pending: Pending, upstream: Option<Endpoint>) -
             let now = ffi::now_seconds() as u32;
             let issued = app_cookie::issued(&settings.name, &set_cookies);
             let (outcome, writes) = app_cookie::decide_table(key, pin, upstream, issued, *server_down, settings.timeout, now);
-            log_outcome(plugin, profile, outcome, upstream);
+            log_outcome(plugin, profile, outcome, upstream, None);
             if writes.iter().any(|(_, w)| matches!(w, Write::Learn(_))) {
                 plugin.metrics.count_profile(profile, ProfileCounter::Learned);
             }
             apply(plugin, profile, snapshot, &writes, settings.timeout, now)
         }
         Pending::Prefix { found, .. } => {
-            let pinned = match &found {
-                Prefixed::Valid { claims, .. } => Some(claims.endpoint),
-                _ => None,
-            };
-            let outcome = crate::profile::outcome(pinned, upstream, *server_down);
-            log_outcome(plugin, profile, outcome, upstream);
+            let outcome = crate::profile::outcome(pinned(&found), upstream, *server_down);
+            log_outcome(plugin, profile, outcome, upstream, rejected(&found));
             let Some(upstream) = upstream else { return Ok(()) };
             seal_response(plugin, profile, settings, &set_cookies, upstream, outcome, &found)
         }
@@ -108,4 +107,18 @@ fn seal_response(plugin: &Plugin, profile: usize, settings: &Settings, set_cooki
         }
     }
     Ok(())
+}
+
+fn pinned(found: &Prefixed) -> Option<Endpoint> {
+    match found {
+        Prefixed::Valid { claims, .. } => Some(claims.endpoint),
+        _ => None,
+    }
+}
+
+fn rejected(found: &Prefixed) -> Option<&'static str> {
+    match found {
+        Prefixed::Rejected(error) => Some(crate::profile::http_cookie::Rejection::from(*error).name()),
+        _ => None,
+    }
 }

@@ -1,6 +1,6 @@
 //! Glue of `http_cookie` profiles: read and strip our cookie, issue or refresh it.
 
-use super::{log_outcome, nonce, pin, profile_name, rewrite_cookie_headers, HostResult};
+use super::{decided, log_outcome, nonce, pin, profile_name, rewrite_cookie_headers, HostResult};
 use crate::host::ffi::{self, Map};
 use crate::host::root::Plugin;
 use crate::endpoint::Endpoint;
@@ -23,6 +23,7 @@ pub fn request(plugin: &Plugin, profile: usize, settings: &http_cookie::Settings
     if let Some(endpoint) = presented.pin() {
         pin(plugin, &endpoint)?;
     }
+    decided(plugin, profile, presented.pin(), rejection(&presented).map(|r| ("rejected", r)));
     let rewritten: Vec<Option<Vec<u8>>> = cookies.iter().map(|header| crate::cookie::without(header, &settings.name)).collect();
     rewrite_cookie_headers(&cookies, &rewritten)?;
     Ok(Some(Pending { profile, presented }))
@@ -33,7 +34,7 @@ pub fn response(plugin: &Plugin, pending: Pending, upstream: Option<Endpoint>) -
     let Some(Profile { kind: Kind::HttpCookie(settings), server_down, .. }) = plugin.config.profiles.get(profile) else { return Ok(()) };
     let now = ffi::now_seconds();
     let decision = http_cookie::decide(settings, *server_down, &presented, upstream, plugin.keyring.primary_id(), now);
-    log_outcome(plugin, profile, decision.outcome, upstream);
+    log_outcome(plugin, profile, decision.outcome, upstream, rejection(&presented));
     if decision.rotated {
         plugin.metrics.count_profile(profile, ProfileCounter::Rotated);
     }
@@ -49,4 +50,11 @@ pub fn response(plugin: &Plugin, pending: Pending, upstream: Option<Endpoint>) -
         ffi::add_header(Map::ResponseHeaders, "set-cookie", header.as_bytes()).map_err(|s| ("adding Set-Cookie", s))?;
     }
     Ok(())
+}
+
+fn rejection(presented: &Presented) -> Option<&'static str> {
+    match presented {
+        Presented::Rejected(rejection) => Some(rejection.name()),
+        _ => None,
+    }
 }

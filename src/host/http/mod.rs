@@ -14,6 +14,7 @@ use crate::config::DEFAULT_OVERRIDE_HEADER;
 use crate::endpoint::{self, Endpoint};
 use crate::metrics::FilterCounter;
 use crate::profile::{Kind, Outcome};
+use crate::report;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::net::SocketAddr;
@@ -100,13 +101,30 @@ fn profile_name(plugin: &Plugin, profile: usize) -> &str {
     plugin.config.profiles.get(profile).map_or("?", |p| p.name.as_str())
 }
 
-fn log_outcome(plugin: &Plugin, profile: usize, outcome: Outcome, upstream: Option<Endpoint>) {
+/// Where the per-request record goes: Envoy keeps it as filter state `wasm.persistence`.
+const RECORD: [&str; 1] = ["persistence"];
+
+fn record(plugin: &Plugin, text: &str) {
+    if ffi::set_property(&RECORD, text.as_bytes()).is_err() {
+        plugin.metrics.count(FilterCounter::HostErrors);
+    }
+}
+
+fn type_name(plugin: &Plugin, profile: usize) -> &'static str {
+    plugin.config.profiles.get(profile).map_or("?", |p| p.kind.type_name())
+}
+
+/// Records the request-time decision: `pin` the server the request is sent to, or why not.
+fn decided(plugin: &Plugin, profile: usize, pin: Option<Endpoint>, why: Option<(&str, &str)>) {
+    record(plugin, &report::decision(profile_name(plugin, profile), type_name(plugin, profile), pin, why));
+}
+
+/// Counts, logs and records what happened once Envoy chose `upstream`.
+fn log_outcome(plugin: &Plugin, profile: usize, outcome: Outcome, upstream: Option<Endpoint>, rejected: Option<&str>) {
     plugin.metrics.count_profile(profile, outcome.into());
-    log::debug!(
-        "profile {}: {outcome:?} upstream {}",
-        profile_name(plugin, profile),
-        upstream.map_or_else(|| "none".to_string(), |u| u.to_string())
-    );
+    let text = report::outcome(profile_name(plugin, profile), type_name(plugin, profile), outcome, rejected, upstream);
+    log::debug!("{text}");
+    record(plugin, &text);
 }
 
 /// Only the filter may name an upstream: a client-supplied override header is removed on every

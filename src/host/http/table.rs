@@ -1,7 +1,7 @@
 //! Glue shared by table-backed profiles (lookup before the request, writes after the response),
 //! and the client IP profile's own part (its key).
 
-use super::{log_outcome, pin, profile_name, property_address, HostResult};
+use super::{decided, log_outcome, pin, profile_name, property_address, HostResult};
 use crate::host::ffi;
 use crate::host::root::Plugin;
 use crate::host::store::SharedData;
@@ -42,6 +42,7 @@ pub fn client_key(plugin: &Plugin, profile: usize, granularity: client_ip::Granu
 /// Looks `key` up and remembers what the response needs.
 pub fn keyed_request(plugin: &Plugin, profile: usize, key: u64, timeout: u32, connection_aware: bool) -> HostResult<Option<Pending>> {
     let Some((snapshot, live)) = lookup(plugin, profile, key, timeout, connection_aware)? else { return Ok(None) };
+    decided(plugin, profile, live.map(|e| e.record), None);
     Ok(Some(Pending { profile, key, snapshot, pin: live, timeout }))
 }
 
@@ -50,7 +51,7 @@ pub fn response(plugin: &Plugin, pending: Pending, upstream: Option<Endpoint>) -
     let Some(Profile { server_down, .. }) = plugin.config.profiles.get(profile) else { return Ok(()) };
     let now = ffi::now_seconds() as u32;
     let (outcome, write) = table_backed::decide(pin, upstream, *server_down, timeout, now);
-    log_outcome(plugin, profile, outcome, upstream);
+    log_outcome(plugin, profile, outcome, upstream, None);
     if let Some(write) = write {
         apply(plugin, profile, Some(snapshot), &[(key, write)], timeout, now)?;
     }

@@ -2,7 +2,7 @@
 //! certificate's digest; without one, optionally the client's address.
 
 use super::table::{client_key, keyed_request, Pending};
-use super::{profile_name, HostResult};
+use super::{decided, profile_name, HostResult};
 use crate::host::ffi;
 use crate::host::root::Plugin;
 use crate::metrics::ProfileCounter;
@@ -27,6 +27,7 @@ pub fn request(plugin: &Plugin, profile: usize, settings: &Settings) -> HostResu
     match settings.fallback {
         Fallback::None => {
             plugin.metrics.count_profile(profile, ProfileCounter::NoKey);
+            decided(plugin, profile, None, Some(("reason", "no_key")));
             log::debug!("profile {}: no {:?} on this connection: load balancing", profile_name(plugin, profile), settings.key);
             Ok(None)
         }

@@ -1,0 +1,60 @@
+//! The per-request record an access log can print: `%FILTER_STATE(wasm.persistence:PLAIN)%`.
+//! Space-separated `key=value` pairs, easy to grep and to parse:
+//!
+//! - request time (the decision): `profile=web type=http_cookie decision=pin server=10.0.0.7:8080`,
+//!   `decision=balance`, `decision=balance rejected=forged`, `decision=balance reason=header_missing`
+//! - response time (what happened): `profile=web type=http_cookie outcome=pinned server=10.0.0.7:8080`,
+//!   `outcome=rejected:forged server=...`, `outcome=no_upstream server=-`
+
+use crate::endpoint::Endpoint;
+use crate::profile::Outcome;
+use std::fmt::Write;
+
+pub fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Pinned => "pinned",
+        Outcome::New => "new",
+        Outcome::Repicked => "repicked",
+        Outcome::Kept => "kept",
+        Outcome::NoUpstream => "no_upstream",
+    }
+}
+
+/// The request-time record. `pin`: the server the request is sent to; `why`: why it is not pinned.
+pub fn decision(profile: &str, type_name: &str, pin: Option<Endpoint>, why: Option<(&str, &str)>) -> String {
+    let mut out = format!("profile={profile} type={type_name} ");
+    match pin {
+        Some(server) => {
+            let _ = write!(out, "decision=pin server={server}");
+        }
+        None => out.push_str("decision=balance"),
+    }
+    if let Some((key, value)) = why {
+        let _ = write!(out, " {key}={value}");
+    }
+    out
+}
+
+/// The response-time record; a rejected token shows as `rejected:<reason>` (a new pin was made).
+pub fn outcome(profile: &str, type_name: &str, outcome: Outcome, rejected: Option<&str>, server: Option<Endpoint>) -> String {
+    let server = server.map_or_else(|| "-".to_string(), |s| s.to_string());
+    match (rejected, outcome) {
+        (Some(reason), Outcome::New) => format!("profile={profile} type={type_name} outcome=rejected:{reason} server={server}"),
+        _ => format!("profile={profile} type={type_name} outcome={} server={server}", outcome_name(outcome)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_records() {
+        let server = crate::endpoint::parse("10.0.0.7:8080");
+        assert_eq!(decision("web", "http_cookie", server, None), "profile=web type=http_cookie decision=pin server=10.0.0.7:8080");
+        assert_eq!(decision("web", "http_cookie", None, Some(("rejected", "forged"))), "profile=web type=http_cookie decision=balance rejected=forged");
+        assert_eq!(outcome("web", "http_cookie", Outcome::Pinned, None, server), "profile=web type=http_cookie outcome=pinned server=10.0.0.7:8080");
+        assert_eq!(outcome("web", "http_cookie", Outcome::New, Some("expired"), server), "profile=web type=http_cookie outcome=rejected:expired server=10.0.0.7:8080");
+        assert_eq!(outcome("ip", "client_ip", Outcome::NoUpstream, None, None), "profile=ip type=client_ip outcome=no_upstream server=-");
+    }
+}

@@ -1,0 +1,80 @@
+//! What an operator sees: stats in /stats and /stats/prometheus, and the per-request record the
+//! shipped configurations print in their access logs (%FILTER_STATE(wasm.persistence:PLAIN)%).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{get, Backend, Connection, Envoy, EnvoyConfig, Jar};
+
+fn flushed_access_log(mut envoy: Envoy) -> String {
+    // Envoy buffers access logs; stopping it flushes them.
+    envoy.stop();
+    envoy.access_log()
+}
+
+#[test]
+fn stats_show_up_in_stats_and_prometheus() {
+    let backends = Backend::start_many(3);
+    let envoy = Envoy::start(&EnvoyConfig::load("http-cookie.yaml").backends("app", &backends).fast_health_checks());
+    let mut jar = Jar::default();
+    for _ in 0..4 {
+        jar.get_from(envoy.addr(), "/");
+    }
+    get(envoy.addr(), "/", &[("cookie", b"AVI_COOKIE=forged"), ("x-persistence-upstream", b"MTI3LjAuMC4xOjE=")]);
+    let (_, stats) = envoy.admin_get("/stats").unwrap();
+    for line in ["wasmcustom.persistence.web.new: 2", "wasmcustom.persistence.web.pinned: 3", "wasmcustom.persistence.web.rejected.malformed: 1", "wasmcustom.persistence.override_header_removed: 1"] {
+        assert!(stats.lines().any(|l| l == line), "{line} missing from /stats");
+    }
+    let (status, prometheus) = envoy.admin_get("/stats/prometheus").unwrap();
+    assert_eq!(status, 200);
+    // Prometheus drops Envoy's wasmcustom. prefix and turns dots (and dashes) into underscores.
+    for (name, value) in [("persistence_web_new", "2"), ("persistence_web_pinned", "3"), ("persistence_web_rejected_malformed", "1"), ("persistence_System_Persistence_Http_Cookie_pinned", "0")] {
+        assert!(prometheus.contains(&format!("# TYPE {name} counter")), "{name} type line missing");
+        assert!(prometheus.lines().any(|l| l.starts_with(name) && l.ends_with(&format!(" {value}"))), "{name} {value} missing");
+    }
+}
+
+#[test]
+fn access_logs_print_each_decision_of_every_profile_type() {
+    let backends = Backend::start_many(3);
+    let envoy = Envoy::start(&EnvoyConfig::load("http-cookie.yaml").backends("app", &backends).fast_health_checks());
+    let mut jar = Jar::default();
+    jar.get_from(envoy.addr(), "/");
+    jar.get_from(envoy.addr(), "/");
+    get(envoy.addr(), "/", &[("cookie", b"AVI_COOKIE=garbage")]);
+    let server = backends.iter().find(|b| b.received().len() == 2).unwrap().addr;
+    let log = flushed_access_log(envoy);
+    for expected in [
+        format!("profile=web type=http_cookie outcome=new server={server}"),
+        format!("profile=web type=http_cookie outcome=pinned server={server}"),
+        "profile=web type=http_cookie outcome=rejected:malformed server=127.0.0.1:".to_string(),
+    ] {
+        assert!(log.contains(&expected), "{expected:?} not in\n{log}");
+    }
+
+    let envoy = Envoy::start(&EnvoyConfig::load("client-ip.yaml").backends("app", &backends).fast_health_checks());
+    let source = "127.0.0.77".parse().unwrap();
+    Connection::open_from(envoy.addr(), source).get("/", &[]);
+    Connection::open_from(envoy.addr(), source).get("/", &[]);
+    let log = flushed_access_log(envoy);
+    assert!(log.contains("127.0.0.77 \"GET /\" 200") && log.contains("profile=clients type=client_ip outcome=pinned server="), "{log}");
+
+    let addresses: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+    let config = EnvoyConfig::load("http-header.yaml").backends("app", &backends).fast_health_checks().plugin(move |p| {
+        for (i, server) in p["profiles"][0]["http_header"]["servers"].as_array_mut().unwrap().iter_mut().enumerate() {
+            server["address"] = serde_json::json!(addresses[i]);
+        }
+    });
+    let envoy = Envoy::start(&config);
+    get(envoy.addr(), "/", &[("x-tenant", b"acme")]);
+    get(envoy.addr(), "/", &[("x-tenant", b"nobody")]);
+    get(envoy.addr(), "/", &[]);
+    let log = flushed_access_log(envoy);
+    for expected in [
+        format!("profile=tenants type=http_header outcome=pinned server={}", backends[0].addr),
+        "profile=tenants type=http_header decision=balance reason=header_unmatched".to_string(),
+        "profile=tenants type=http_header decision=balance reason=header_missing".to_string(),
+    ] {
+        assert!(log.contains(&expected), "{expected:?} not in\n{log}");
+    }
+}

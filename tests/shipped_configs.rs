@@ -1,0 +1,268 @@
+//! The files we ship for users (envoy/*.yaml, envoy/istio/, envoy/docker-compose.yaml) are the
+//! ones the tests run, and they agree with each other: Envoy 1.40 accepts every configuration with
+//! the built module, the filter order and the header names match, and the Istio and compose files
+//! match the configurations. A wrong header name in any one file fails these tests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::envoy::repo_root;
+use common::tls::Pki;
+use common::{Envoy, EnvoyConfig, Jar};
+use envoy_persistence::config::{Config, DEFAULT_OVERRIDE_HEADER};
+use envoy_persistence::profile::{tls::KeySource, Kind};
+use serde_json::Value;
+use std::process::{Child, Command};
+
+fn envoy_configs() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(repo_root().join("envoy"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".yaml") && name != "docker-compose.yaml")
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "{files:?}");
+    files
+}
+
+fn yaml(path: &str) -> Value {
+    let text = std::fs::read_to_string(repo_root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn type_of(filter: &Value) -> &str {
+    filter["typed_config"]["@type"].as_str().unwrap_or_default()
+}
+
+/// Every problem with how a configuration wires the filter; empty when all is consistent.
+fn wiring_problems(config: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    for listener in config["static_resources"]["listeners"].as_array().into_iter().flatten() {
+        for chain in listener["filter_chains"].as_array().into_iter().flatten() {
+            let network: Vec<&Value> = chain["filters"].as_array().into_iter().flatten().collect();
+            for hcm in network.iter().filter(|f| type_of(f).ends_with("HttpConnectionManager")) {
+                let filters: Vec<&Value> = hcm["typed_config"]["http_filters"].as_array().into_iter().flatten().collect();
+                let position = |suffix: &str| filters.iter().position(|f| type_of(f).ends_with(suffix));
+                let Some(wasm) = filters.iter().position(|f| type_of(f).ends_with("wasm.v3.Wasm")) else { continue };
+                let text = filters[wasm]["typed_config"]["config"]["configuration"]["value"].as_str().unwrap_or_default();
+                let plugin = match Config::parse(text.as_bytes()) {
+                    Ok(plugin) => plugin,
+                    Err(errors) => {
+                        problems.push(format!("plugin configuration invalid: {errors:?}"));
+                        continue;
+                    }
+                };
+                let header = plugin.override_header.as_str();
+                match (position("StatefulSession"), position("Router")) {
+                    (Some(session), Some(router)) if wasm < session && session < router => {
+                        let name = filters[session]["typed_config"]["session_state"]["typed_config"]["name"].as_str();
+                        if name != Some(header) {
+                            problems.push(format!("stateful_session reads {name:?}, the filter writes {header:?}"));
+                        }
+                    }
+                    order => problems.push(format!("filter order must be persistence, stateful_session, router: {order:?}")),
+                }
+                let uses_session_id = plugin.profiles.iter().any(|p| matches!(&p.kind, Kind::Tls(s) if s.key == KeySource::SessionId) && !p.builtin);
+                let set_filter_state = filters.iter().position(|f| type_of(f).contains(".set_filter_state."));
+                if uses_session_id && !set_filter_state.is_some_and(|s| s < wasm) {
+                    problems.push("a tls session_id profile needs set_filter_state (tls.sid) before the filter".into());
+                }
+                let needs_connections = plugin.profiles.iter().any(|p| !p.builtin && p.kind.tracking().is_some());
+                let counter = network.iter().find(|f| f["typed_config"]["config"]["root_id"] == "persistence_connections");
+                let http_vm = &filters[wasm]["typed_config"]["config"]["vm_config"];
+                match counter {
+                    Some(counter) if counter["typed_config"]["config"]["vm_config"] != *http_vm => {
+                        problems.push("persistence_connections must use the HTTP filter's vm_config (same vm_id and code)".into())
+                    }
+                    None if needs_connections => problems.push("client IP profiles need the persistence_connections network filter".into()),
+                    _ => {}
+                }
+                for vhost in hcm["typed_config"]["route_config"]["virtual_hosts"].as_array().into_iter().flatten() {
+                    let removed = vhost["request_headers_to_remove"].as_array().into_iter().flatten().any(|h| h == header);
+                    if !removed {
+                        problems.push(format!("virtual host {} must remove {header} before upstream", vhost["name"]));
+                    }
+                    for route in vhost["routes"].as_array().into_iter().flatten() {
+                        let per_filter = &route["typed_per_filter_config"];
+                        let wasm_name = filters[wasm]["name"].as_str().unwrap_or_default();
+                        let disabled = |name: &str| per_filter[name]["disabled"] == true;
+                        if disabled(wasm_name) && !disabled("envoy.filters.http.stateful_session") {
+                            problems.push(format!("route {} disables the filter but not stateful_session", route["name"]));
+                        }
+                        let route_header = per_filter["envoy.filters.http.stateful_session"]["stateful_session"]["session_state"]["typed_config"]["name"].as_str();
+                        if route_header.is_some_and(|h| h != header) {
+                            problems.push(format!("route {}: stateful_session reads {route_header:?}, the filter writes {header:?}", route["name"]));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    problems
+}
+
+#[test]
+fn every_shipped_envoy_config_is_wired_consistently() {
+    for file in envoy_configs() {
+        let config = EnvoyConfig::load(&file).value;
+        let problems = wiring_problems(&config);
+        assert!(problems.is_empty(), "envoy/{file}: {problems:#?}");
+    }
+}
+
+#[test]
+fn the_wiring_check_catches_a_wrong_header_name_and_a_wrong_order() {
+    let mut wrong_header = EnvoyConfig::load("http-cookie.yaml").value;
+    let filters = wrong_header["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"].as_array_mut().unwrap();
+    filters[1]["typed_config"]["session_state"]["typed_config"]["name"] = Value::from("x-persistence-host");
+    assert!(wiring_problems(&wrong_header).iter().any(|p| p.contains("stateful_session reads")), "{:?}", wiring_problems(&wrong_header));
+    let mut wrong_order = EnvoyConfig::load("http-cookie.yaml").value;
+    let filters = wrong_order["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"].as_array_mut().unwrap();
+    filters.swap(0, 1);
+    assert!(wiring_problems(&wrong_order).iter().any(|p| p.contains("filter order")));
+    let mut no_set_filter_state = EnvoyConfig::load("tls.yaml").value;
+    let filters = no_set_filter_state["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][1]["typed_config"]["http_filters"].as_array_mut().unwrap();
+    filters.remove(0);
+    assert!(wiring_problems(&no_set_filter_state).iter().any(|p| p.contains("set_filter_state")));
+    let mut no_counter = EnvoyConfig::load("client-ip.yaml").value;
+    no_counter["static_resources"]["listeners"][0]["filter_chains"][0]["filters"].as_array_mut().unwrap().remove(0);
+    assert!(wiring_problems(&no_counter).iter().any(|p| p.contains("persistence_connections")));
+}
+
+#[test]
+fn envoy_accepts_every_shipped_config_with_the_built_module() {
+    let pki = Pki::new();
+    for file in envoy_configs() {
+        let config = EnvoyConfig::load(&file).certificates(&pki);
+        if let Err(output) = config.validate() {
+            panic!("envoy --mode validate rejected envoy/{file}:\n{output}");
+        }
+    }
+}
+
+/// Problems between the Istio example files.
+fn istio_problems(plugin: &Value, service: &Value, rule: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let config = Config::parse(plugin["spec"]["pluginConfig"].to_string().as_bytes());
+    let header = match &config {
+        Ok(config) => config.override_header.clone(),
+        Err(errors) => {
+            problems.push(format!("pluginConfig invalid: {errors:?}"));
+            DEFAULT_OVERRIDE_HEADER.to_string()
+        }
+    };
+    let label = service["metadata"]["labels"]["istio.io/persistent-session-header"].as_str();
+    if label != Some(header.as_str()) {
+        problems.push(format!("Service label istio.io/persistent-session-header is {label:?}, the filter writes {header:?}"));
+    }
+    // Istio places its stateful_session filter after all Wasm plugin phases, on client-side
+    // listeners only (gateways, sidecar outbound).
+    let phase = plugin["spec"]["phase"].as_str().unwrap_or("UNSPECIFIED_PHASE");
+    if !["AUTHN", "AUTHZ", "STATS", "UNSPECIFIED_PHASE"].contains(&phase) {
+        problems.push(format!("unknown phase {phase}"));
+    }
+    let gateway = plugin["spec"]["selector"]["matchLabels"]["istio"].as_str().is_some_and(|v| v.contains("gateway"));
+    let client = plugin["spec"]["match"].as_array().into_iter().flatten().any(|m| m["mode"] == "CLIENT");
+    if !gateway && !client {
+        problems.push("the plugin must run on client-side proxies (a gateway, or match mode CLIENT)".into());
+    }
+    if plugin["spec"]["type"].as_str().is_some_and(|t| t != "HTTP") {
+        problems.push("the persistence plugin is an HTTP filter".into());
+    }
+    let host = format!("{}.{}.svc.cluster.local", service["metadata"]["name"].as_str().unwrap_or(""), service["metadata"]["namespace"].as_str().unwrap_or(""));
+    if rule["spec"]["host"].as_str() != Some(host.as_str()) {
+        problems.push(format!("DestinationRule host {} is not the Service {host}", rule["spec"]["host"]));
+    }
+    problems
+}
+
+#[test]
+fn the_istio_files_agree_on_header_name_and_filter_placement() {
+    let plugin = yaml("envoy/istio/wasmplugin.yaml");
+    let service = yaml("envoy/istio/service.yaml");
+    let rule = yaml("envoy/istio/destinationrule.yaml");
+    assert_eq!(istio_problems(&plugin, &service, &rule), Vec::<String>::new());
+    let istiod = yaml("envoy/istio/istiod-values.yaml");
+    assert_eq!(istiod["spec"]["values"]["pilot"]["env"]["PILOT_ENABLE_PERSISTENT_SESSION_FILTER"], "true");
+    // A wrong header name in one file fails.
+    let mut wrong = service.clone();
+    wrong["metadata"]["labels"]["istio.io/persistent-session-header"] = Value::from("x-session");
+    assert!(istio_problems(&plugin, &wrong, &rule).iter().any(|p| p.contains("istio.io/persistent-session-header")));
+    let mut renamed = plugin.clone();
+    renamed["spec"]["pluginConfig"]["override_header"] = Value::from("x-other");
+    assert!(!istio_problems(&renamed, &service, &rule).is_empty());
+}
+
+#[test]
+fn docker_compose_runs_the_shipped_configs_and_backends() {
+    let compose = yaml("envoy/docker-compose.yaml");
+    let envoy = &compose["services"]["envoy"];
+    assert!(envoy["image"].as_str().unwrap().starts_with("envoyproxy/envoy:v1.40"));
+    assert_eq!(envoy["working_dir"], "/work");
+    assert!(envoy["volumes"].as_array().unwrap().iter().any(|v| v == "..:/work:ro"), "the repository is mounted where the configs expect it");
+    let command: Vec<&str> = envoy["command"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let config = command.iter().find_map(|a| a.strip_prefix("/work/envoy/${CONFIG:-")).and_then(|a| a.strip_suffix('}')).expect("config path");
+    assert!(envoy_configs().contains(&config.to_string()), "{config}");
+    // The backends listen where the shipped configs' clusters point.
+    let shipped = EnvoyConfig::load(config).value;
+    let mut ports: Vec<u64> = shipped["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["endpoint"]["address"]["socket_address"]["port_value"].as_u64().unwrap())
+        .collect();
+    ports.sort_unstable();
+    let mut backend_ports: Vec<u64> = compose["services"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(name, _)| name.starts_with("backend"))
+        .map(|(_, s)| s["command"][2].as_str().unwrap().parse().unwrap())
+        .collect();
+    backend_ports.sort_unstable();
+    assert_eq!(backend_ports, ports);
+    assert!(repo_root().join("envoy/demo_backend.py").exists());
+}
+
+struct Python(Child);
+
+impl Drop for Python {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_python_demo_backend_works_behind_the_filter() {
+    // Ports for the three Python backends, then a stand-in Backend list with their addresses.
+    let ports: Vec<u16> = (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
+    let _pythons: Vec<Python> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            Python(Command::new("python3").arg(repo_root().join("envoy/demo_backend.py")).arg(port.to_string()).arg(format!("py-{i}")).spawn().expect("python3"))
+        })
+        .collect();
+    for port in &ports {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "python backend on {port} did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    let mut config = EnvoyConfig::load("http-cookie.yaml").fast_health_checks();
+    let endpoints: Vec<Value> = ports
+        .iter()
+        .map(|p| serde_json::json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}))
+        .collect();
+    config.cluster_mut("app")["load_assignment"]["endpoints"] = serde_json::json!([{"lb_endpoints": endpoints}]);
+    let envoy = Envoy::start(&config);
+    let mut jar = Jar::default();
+    let server = jar.get_from(envoy.addr(), "/").header("x-backend").unwrap().to_string();
+    for _ in 0..5 {
+        assert_eq!(jar.get_from(envoy.addr(), "/").header("x-backend").unwrap(), server);
+    }
+    let page = common::get(envoy.addr(), "/", &[("cookie", jar.header().unwrap().as_bytes()), ("accept", b"text/html")]);
+    assert!(page.body_text().contains("decision=pin server=127.0.0.1:"), "{}", page.body_text());
+}
