@@ -6,7 +6,7 @@ TEST_THREADS ?= 3
 
 BENCH_WASM := target/bench/wasm32-wasip1/release/envoy_persistence.wasm
 
-.PHONY: build envoy browser test unit integration demo demo-check bench-table clean
+.PHONY: build envoy browser bench-tools bench-wasm test unit integration demo demo-check bench bench-smoke clean
 
 ## build: the release .wasm (installs the wasm toolchain if missing)
 build:
@@ -22,7 +22,7 @@ browser:
 	@scripts/install-browser.sh
 
 ## test: native unit tests, then integration tests against the real Envoy (and a real browser)
-test: build envoy browser unit integration
+test: build envoy browser unit integration bench-smoke
 
 unit:
 	cargo test --lib
@@ -42,11 +42,22 @@ demo: build envoy
 	ENVOY_BIN=$$(scripts/install-envoy.sh 2>/dev/null) PERSISTENCE_WASM=$(CURDIR)/$(WASM) \
 	  cargo run --quiet --example demo
 
-## bench-table: client IP table bytes per entry and lookup rate in a real Envoy (100k and 1M entries)
-bench-table: envoy
+## bench-tools: wrk, nginx and HAProxy from Debian (the benchmark's load generator, backends, reference)
+bench-tools:
+	@scripts/install-bench-tools.sh
+
+bench-wasm:
 	scripts/build-wasm.sh --features bench --target-dir target/bench
-	ENVOY_BIN=$$(scripts/install-envoy.sh 2>/dev/null) PERSISTENCE_WASM=$(CURDIR)/$(BENCH_WASM) \
-	  cargo run --release --quiet --example bench_table
+
+## bench: costs side by side in one run (a few minutes); writes BENCHMARKS.md
+bench: build envoy bench-tools bench-wasm
+	ENVOY_BIN=$$(scripts/install-envoy.sh 2>/dev/null) PERSISTENCE_WASM=$(CURDIR)/$(WASM) BENCH_WASM=$(CURDIR)/$(BENCH_WASM) \
+	  cargo run --profile bench-runner --quiet --example bench
+
+## bench-smoke: one short round of the benchmark (part of make test)
+bench-smoke: build envoy bench-tools bench-wasm
+	ENVOY_BIN=$$(scripts/install-envoy.sh 2>/dev/null) PERSISTENCE_WASM=$(CURDIR)/$(WASM) BENCH_WASM=$(CURDIR)/$(BENCH_WASM) \
+	  cargo run --profile bench-runner --quiet --example bench -- --smoke
 
 clean:
 	cargo clean

@@ -2,6 +2,7 @@
 //! primary key for new tokens. Ciphers are built once (at configure time), never per request.
 
 use aes_gcm::{Aes256Gcm, KeyInit};
+use std::cell::RefCell;
 
 pub const KEY_LEN: usize = 32;
 /// Id of the key the filter generates for itself when none is configured (configured ids are 1-255).
@@ -10,6 +11,17 @@ pub const GENERATED_KEY_ID: u8 = 0;
 pub struct Keyring {
     keys: Vec<(u8, Aes256Gcm)>,
     primary: u8,
+    /// Tokens this keyring opened recently (see `token::open`): returning clients present the same
+    /// token on every request, and AES-GCM without AES instructions costs microseconds in Wasm.
+    /// Direct-mapped: a token has one slot (by hash), a newer token in the same slot replaces it.
+    pub(crate) recently_opened: RefCell<Vec<Option<(Vec<u8>, crate::token::Opened)>>>,
+}
+
+/// Slots of the recently-opened cache.
+const RECENTLY_OPENED: usize = 1024;
+
+fn slot(cache_key: &[u8]) -> usize {
+    (crate::table::hash_key(&[cache_key]) % RECENTLY_OPENED as u64) as usize
 }
 
 impl Keyring {
@@ -23,7 +35,7 @@ impl Keyring {
             }
             ring.push((*id, Aes256Gcm::new(secret.into())));
         }
-        ring.iter().any(|(id, _)| *id == primary).then_some(Keyring { keys: ring, primary })
+        ring.iter().any(|(id, _)| *id == primary).then(|| Keyring { keys: ring, primary, recently_opened: RefCell::new(vec![None; RECENTLY_OPENED]) })
     }
 
     pub fn primary_id(&self) -> u8 {
@@ -36,6 +48,20 @@ impl Keyring {
 
     pub fn get(&self, id: u8) -> Option<&Aes256Gcm> {
         self.keys.iter().find(|(key_id, _)| *key_id == id).map(|(_, cipher)| cipher)
+    }
+
+    /// A token this keyring opened before under the same cache key (purpose, name and token).
+    pub fn recently_opened(&self, cache_key: &[u8]) -> Option<crate::token::Opened> {
+        match self.recently_opened.borrow().get(slot(cache_key)) {
+            Some(Some((key, opened))) if key.as_slice() == cache_key => Some(*opened),
+            _ => None,
+        }
+    }
+
+    pub fn remember_opened(&self, cache_key: Vec<u8>, opened: crate::token::Opened) {
+        if let Some(entry) = self.recently_opened.borrow_mut().get_mut(slot(&cache_key)) {
+            *entry = Some((cache_key, opened));
+        }
     }
 }
 

@@ -55,6 +55,31 @@ pub enum OpenError {
     Forged,
 }
 
+/// Nonces for sealing: a random 64-bit prefix drawn once per sequence, then a 32-bit counter
+/// (NIST SP 800-38D's deterministic construction). Unique within a sequence; sequences of
+/// different VMs or configurations differ by their random prefixes (a collision of two is 2^-64).
+/// Saves a system random call per sealed token.
+pub struct NonceSequence {
+    prefix: [u8; 8],
+    counter: u32,
+}
+
+impl NonceSequence {
+    pub fn new(random_prefix: [u8; 8]) -> NonceSequence {
+        NonceSequence { prefix: random_prefix, counter: 0 }
+    }
+
+    /// The next nonce; None once the counter is used up (start a new sequence).
+    pub fn next(&mut self) -> Option<[u8; NONCE_LEN]> {
+        let counter = self.counter;
+        self.counter = counter.checked_add(1)?;
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce[..8].copy_from_slice(&self.prefix);
+        nonce[8..].copy_from_slice(&counter.to_be_bytes());
+        Some(nonce)
+    }
+}
+
 fn associated_data(key_id: u8, purpose: Purpose, name: &str) -> Vec<u8> {
     let mut aad = Vec::with_capacity(3 + name.len());
     aad.extend_from_slice(&[VERSION, key_id, purpose as u8]);
@@ -81,7 +106,26 @@ pub fn seal(keyring: &Keyring, purpose: Purpose, name: &str, claims: &Claims, no
 }
 
 /// Opens a token. Expiry is not judged here: the caller compares the claims with its clock.
+/// Tokens opened before by the same keyring, for the same purpose and name, come from its cache
+/// (only successes are cached, so a cached answer is exactly what decryption would say).
 pub fn open(keyring: &Keyring, purpose: Purpose, name: &str, token: &[u8]) -> Result<Opened, OpenError> {
+    if token.len() > MAX_TOKEN_CHARS {
+        return Err(OpenError::Malformed);
+    }
+    let mut cache_key = Vec::with_capacity(2 + name.len() + token.len());
+    cache_key.push(purpose as u8);
+    cache_key.extend_from_slice(name.as_bytes());
+    cache_key.push(0);
+    cache_key.extend_from_slice(token);
+    if let Some(opened) = keyring.recently_opened(&cache_key) {
+        return Ok(opened);
+    }
+    let opened = decrypt(keyring, purpose, name, token)?;
+    keyring.remember_opened(cache_key, opened);
+    Ok(opened)
+}
+
+fn decrypt(keyring: &Keyring, purpose: Purpose, name: &str, token: &[u8]) -> Result<Opened, OpenError> {
     if token.len() > MAX_TOKEN_CHARS {
         return Err(OpenError::Malformed);
     }
@@ -209,6 +253,40 @@ mod tests {
         let mut with_padding = token.clone();
         with_padding.push('=');
         assert_eq!(open(&old, Purpose::HttpCookie, "c", with_padding.as_bytes()), Err(OpenError::Malformed));
+    }
+
+    #[test]
+    fn the_cache_answers_exactly_what_decryption_would() {
+        let keys = ring(&[(1, 1)], 1);
+        let token = seal(&keys, Purpose::HttpCookie, "A", &claims("10.1.2.3:80"), [1; 12]).unwrap();
+        let first = open(&keys, Purpose::HttpCookie, "A", token.as_bytes());
+        assert_eq!(open(&keys, Purpose::HttpCookie, "A", token.as_bytes()), first, "cached");
+        // Same token, other name or purpose: still rejected, although "A" is cached.
+        assert_eq!(open(&keys, Purpose::HttpCookie, "B", token.as_bytes()), Err(OpenError::Forged));
+        assert_eq!(open(&keys, Purpose::AppCookiePrefix, "A", token.as_bytes()), Err(OpenError::Forged));
+        // Another keyring (a new configuration) does not share the cache.
+        let other = ring(&[(1, 2)], 1);
+        assert_eq!(open(&other, Purpose::HttpCookie, "A", token.as_bytes()), Err(OpenError::Forged));
+        // The cache stays bounded.
+        for i in 0..3000u32 {
+            let c = Claims { issued_at: u64::from(i), ..claims("10.1.2.3:80") };
+            let t = seal(&keys, Purpose::HttpCookie, "A", &c, [2; 12]).unwrap();
+            assert_eq!(open(&keys, Purpose::HttpCookie, "A", t.as_bytes()).unwrap().claims, c);
+        }
+        assert_eq!(keys.recently_opened.borrow().len(), 1024, "a fixed number of slots");
+    }
+
+    #[test]
+    fn nonce_sequences_never_repeat_and_end_before_wrapping() {
+        let mut sequence = NonceSequence::new([7; 8]);
+        let first = sequence.next().unwrap();
+        let second = sequence.next().unwrap();
+        assert_ne!(first, second);
+        assert_eq!(&first[..8], &[7; 8]);
+        sequence.counter = u32::MAX - 1;
+        assert!(sequence.next().is_some());
+        assert_eq!(sequence.next(), None, "no wrap-around to a used nonce");
+        assert_ne!(NonceSequence::new([1; 8]).next(), NonceSequence::new([2; 8]).next());
     }
 
     #[test]

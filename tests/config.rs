@@ -67,7 +67,7 @@ fn each_route_gets_its_profile_metadata_then_route_name_then_default() {
     assert_eq!(envoy.counter("persistence.shop.pinned"), 5);
     // The startup summary names every profile with its description.
     let summary = envoy.filter_log().into_iter().find(|l| l.contains("configured 6 profile(s)")).expect("startup summary");
-    assert!(summary.contains("web (http_cookie, cookie AVI_COOKIE, server_down Immediate: browser sessions, 12 hours at most)"), "{summary}");
+    assert!(summary.contains("web (http_cookie, cookie AVI_COOKIE, server_down immediate: browser sessions, 12 hours at most)"), "{summary}");
     assert!(summary.contains("default profile: web; 1 route mapping(s)"), "{summary}");
 }
 

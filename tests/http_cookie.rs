@@ -439,3 +439,16 @@ fn responses_never_carry_the_override_header() {
     assert_ne!(backend_of(&response), server);
     assert!(response.header("x-persistence-upstream").is_none(), "{response:?}");
 }
+
+#[test]
+fn a_backend_cannot_send_the_override_header_to_clients_either() {
+    let (_backends, envoy) = setup("http-cookie.yaml", |_| {});
+    let mut jar = Jar::default();
+    jar.get_from(envoy.addr(), "/");
+    // The backend puts the header in its own response to a pinned request (where stateful_session
+    // adds none and the filter removes none): the route's response_headers_to_remove drops it.
+    let leaky = get(envoy.addr(), "/?response-header=x-persistence-upstream%3AMTAuMC4wLjE6ODA%3D", &[("cookie", jar.header().unwrap().as_bytes())]);
+    assert_eq!(leaky.status, 200);
+    assert!(leaky.header("x-persistence-upstream").is_none(), "{leaky:?}");
+    assert_eq!(envoy.counter("persistence.web.pinned"), 1);
+}

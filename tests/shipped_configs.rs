@@ -78,9 +78,10 @@ fn wiring_problems(config: &Value) -> Vec<String> {
                     _ => {}
                 }
                 for vhost in hcm["typed_config"]["route_config"]["virtual_hosts"].as_array().into_iter().flatten() {
-                    let removed = vhost["request_headers_to_remove"].as_array().into_iter().flatten().any(|h| h == header);
-                    if !removed {
-                        problems.push(format!("virtual host {} must remove {header} before upstream", vhost["name"]));
+                    for (field, direction) in [("request_headers_to_remove", "before upstream"), ("response_headers_to_remove", "from backend responses")] {
+                        if !vhost[field].as_array().into_iter().flatten().any(|h| h == header) {
+                            problems.push(format!("virtual host {}: {field} must list {header} ({direction})", vhost["name"]));
+                        }
                     }
                     for route in vhost["routes"].as_array().into_iter().flatten() {
                         let per_filter = &route["typed_per_filter_config"];

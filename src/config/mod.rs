@@ -8,7 +8,6 @@ use crate::keyring::KEY_LEN;
 use crate::profile::{self, Profile};
 use base64::Engine;
 use reader::{ConfigError, Errors, Field};
-use std::collections::HashMap;
 
 pub const DEFAULT_OVERRIDE_HEADER: &str = "x-persistence-upstream";
 
@@ -20,11 +19,13 @@ pub struct Config {
     pub primary_key_id: Option<u8>,
     /// The request header Envoy's stateful_session filter reads (header mode).
     pub override_header: String,
+    /// A request header that tells the backend the filter's decision (debugging, demos); off by default.
+    pub decision_header: Option<String>,
     /// Configured profiles followed by the built-ins they do not redefine.
     pub profiles: Vec<Profile>,
     pub default_profile: Option<usize>,
-    /// xDS route name -> index into `profiles`.
-    pub routes: HashMap<String, usize>,
+    /// xDS route name -> index into `profiles`, sorted by name.
+    pub routes: Vec<(String, usize)>,
 }
 
 impl Config {
@@ -32,12 +33,17 @@ impl Config {
         self.profiles.iter().position(|p| p.name == name)
     }
 
+    /// The profile `routes` assigns to xDS route `route`.
+    pub fn route_profile(&self, route: &str) -> Option<usize> {
+        self.routes.binary_search_by(|(name, _)| name.as_str().cmp(route)).ok().and_then(|i| self.routes.get(i)).map(|(_, index)| *index)
+    }
+
     /// Profiles known to be used at configure time: every configured profile, and built-ins named
     /// by `default_profile` or `routes` (route metadata is only seen per request).
     pub fn in_use(&self, index: usize) -> bool {
         self.profiles.get(index).is_some_and(|p| !p.builtin)
             || self.default_profile == Some(index)
-            || self.routes.values().any(|i| *i == index)
+            || self.routes.iter().any(|(_, i)| *i == index)
     }
 
     pub fn parse(text: &[u8]) -> Result<Config, Vec<ConfigError>> {
@@ -89,7 +95,7 @@ fn read(root: Field, errors: &mut Errors) -> Option<Config> {
         Some(field) => match field.string(errors) {
             Some(name) if is_lowercase_header_name(name) => name.to_string(),
             Some(name) => {
-                errors.add(&field.path, format!("must be a lowercase HTTP header name, got {name:?}"));
+                errors.add(&field.path, format!("must be a lowercase HTTP header name, got {}", crate::config::reader::quoted(name)));
                 DEFAULT_OVERRIDE_HEADER.to_string()
             }
             None => DEFAULT_OVERRIDE_HEADER.to_string(),
@@ -97,13 +103,26 @@ fn read(root: Field, errors: &mut Errors) -> Option<Config> {
         None => DEFAULT_OVERRIDE_HEADER.to_string(),
     };
 
+    let decision_header = object.field("decision_header").and_then(|field| match field.string(errors) {
+        Some(name) if is_lowercase_header_name(name) && name != override_header => Some(name.to_string()),
+        Some(name) if name == override_header => {
+            errors.add(&field.path, "must differ from override_header");
+            None
+        }
+        Some(name) => {
+            errors.add(&field.path, format!("must be a lowercase HTTP header name, got {}", crate::config::reader::quoted(name)));
+            None
+        }
+        None => None,
+    });
+
     let mut profiles: Vec<Profile> = Vec::new();
     if let Some(items) = object.field("profiles").and_then(|f| f.array(errors)) {
         for item in items {
             let path = item.path.clone();
             if let Some(profile) = profile::parse(item, errors) {
                 if profiles.iter().any(|p| p.name == profile.name) {
-                    errors.add(&format!("{path}.name"), format!("{:?} is defined twice", profile.name));
+                    errors.add(&format!("{path}.name"), format!("{} is defined twice", crate::config::reader::quoted(&profile.name)));
                 } else {
                     profiles.push(profile);
                 }
@@ -119,23 +138,26 @@ fn read(root: Field, errors: &mut Errors) -> Option<Config> {
         let name = field.string(errors)?;
         let index = profiles.iter().position(|p| p.name == name);
         if index.is_none() {
-            errors.add(&field.path, format!("names profile {name:?}, which is not defined"));
+            errors.add(&field.path, format!("names profile {}, which is not defined", crate::config::reader::quoted(name)));
         }
         index
     };
 
     let default_profile = object.field("default_profile").and_then(|f| find(&f, errors));
-    let mut routes = HashMap::new();
+    let mut routes = Vec::new();
     if let Some(map) = object.field("routes").and_then(|f| f.object(errors)) {
         for (route, value) in map.entries() {
             let field = Field { path: format!("routes.{route}"), value };
             if let Some(index) = find(&field, errors) {
-                routes.insert(route.clone(), index);
+                // Kept sorted for binary search (JSON object keys are unique).
+                if let Err(at) = routes.binary_search_by(|(name, _): &(String, usize)| name.as_str().cmp(route)) {
+                    routes.insert(at, (route.clone(), index));
+                }
             }
         }
     }
     object.finish(errors, |_| None);
-    Some(Config { keys, primary_key_id, override_header, profiles, default_profile, routes })
+    Some(Config { keys, primary_key_id, override_header, decision_header, profiles, default_profile, routes })
 }
 
 fn read_keys(field: Field, errors: &mut Errors) -> Vec<(u8, [u8; KEY_LEN])> {

@@ -36,12 +36,36 @@ pub struct Field<'a> {
     pub value: &'a Value,
 }
 
+/// `text` in double quotes, with quotes, backslashes and control characters escaped (for error
+/// messages; cheaper in the module than `{:?}`, which brings Unicode tables along).
+pub fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 pub fn describe(value: &Value) -> String {
     match value {
         Value::Null => "null".into(),
         Value::Bool(b) => format!("boolean {b}"),
-        Value::Number(n) => format!("number {n}"),
-        Value::String(s) if s.len() <= 64 => format!("string {s:?}"),
+        // Integers as written; others without float formatting (not needed by any field).
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => format!("number {u}"),
+            (None, Some(i)) => format!("number {i}"),
+            _ => "a number that is not an integer".into(),
+        },
+        Value::String(s) if s.len() <= 64 => format!("string {}", quoted(s)),
         Value::String(_) => "a long string".into(),
         Value::Array(_) => "an array".into(),
         Value::Object(_) => "an object".into(),
@@ -84,7 +108,7 @@ impl<'a> Field<'a> {
     pub fn choice<T: Copy>(&self, options: &[(&str, T)], errors: &mut Errors) -> Option<T> {
         let found = self.value.as_str().and_then(|s| options.iter().find(|(name, _)| *name == s));
         if found.is_none() {
-            let names: Vec<String> = options.iter().map(|(name, _)| format!("{name:?}")).collect();
+            let names: Vec<String> = options.iter().map(|(name, _)| quoted(name)).collect();
             errors.add(&self.path, format!("must be one of {}, got {}", names.join(", "), describe(self.value)));
         }
         found.map(|(_, value)| *value)
@@ -158,9 +182,13 @@ impl<'a> Object<'a> {
                 continue;
             }
             let rule = explain(key).unwrap_or_else(|| {
-                let mut known = self.known.clone();
-                known.sort_unstable();
-                known.dedup();
+                // Alphabetical, without a sort (whose code would cost more module size than this).
+                let mut known: Vec<&str> = Vec::with_capacity(self.known.len());
+                for field in &self.known {
+                    if let Err(at) = known.binary_search(field) {
+                        known.insert(at, field);
+                    }
+                }
                 format!("unknown field (known fields here: {})", known.join(", "))
             });
             errors.add(&self.child_path(key), rule);
@@ -191,6 +219,13 @@ mod tests {
                 "p[0].typo: unknown field (known fields here: a, b, c)",
             ]
         );
+    }
+
+    #[test]
+    fn quotes_and_describes_without_debug_formatting() {
+        assert_eq!(quoted("a\"b\\c\n"), r#""a\"b\\c\u{a}""#);
+        assert_eq!(describe(&serde_json::json!(-3)), "number -3");
+        assert_eq!(describe(&serde_json::json!(1.5)), "a number that is not an integer");
     }
 
     #[test]

@@ -35,7 +35,8 @@ fn reads_the_design_example() {
     assert_eq!((web.name.as_str(), web.server_down, web.description.as_deref()), ("web", ServerDown::Never, Some("shop")));
     let Kind::HttpCookie(settings) = &web.kind else { panic!("not http_cookie") };
     assert_eq!((settings.name.as_str(), settings.timeout), ("SHOP", Some(43_200)));
-    assert_eq!(config.profiles[config.routes["api"]].name, "System-Persistence-Http-Cookie");
+    assert_eq!(config.profiles[config.route_profile("api").unwrap()].name, "System-Persistence-Http-Cookie");
+    assert_eq!(config.route_profile("other"), None);
 }
 
 #[test]
@@ -71,7 +72,7 @@ fn a_single_key_is_primary_by_default() {
 fn every_rule_is_reported_with_its_path() {
     let cases: Vec<(serde_json::Value, Vec<&str>)> = vec![
         (json!([]), vec!["configuration: must be an object, got an array"]),
-        (json!({"profile": []}), vec!["profile: unknown field (known fields here: default_profile, keys, override_header, primary_key_id, profiles, routes)"]),
+        (json!({"profile": []}), vec!["profile: unknown field (known fields here: decision_header, default_profile, keys, override_header, primary_key_id, profiles, routes)"]),
         (json!({"keys": [{"id": 1, "secret": "c2hvcnQ="}]}), vec!["keys[0].secret: must be base64 of exactly 32 random bytes, got 5 bytes (make one with: openssl rand -base64 32)"]),
         (json!({"keys": [{"id": 1, "secret": "not base64!"}]}), vec!["keys[0].secret: is not valid base64 (make one with: openssl rand -base64 32)"]),
         (json!({"keys": [{"id": 0, "secret": SECRET_1}]}), vec!["keys[0].id: must be an integer between 1 and 255, got number 0"]),
@@ -81,6 +82,8 @@ fn every_rule_is_reported_with_its_path() {
         (json!({"keys": [{"secret": SECRET_1}]}), vec!["keys[0].id: is required (1 to 255)"]),
         (json!({"override_header": "X-Upstream"}), vec!["override_header: must be a lowercase HTTP header name, got \"X-Upstream\""]),
         (json!({"default_profile": "web"}), vec!["default_profile: names profile \"web\", which is not defined"]),
+        (json!({"decision_header": "x-persistence-upstream"}), vec!["decision_header: must differ from override_header"]),
+        (json!({"decision_header": "X-Decision"}), vec!["decision_header: must be a lowercase HTTP header name, got \"X-Decision\""]),
         (json!({"routes": {"r1": "nope"}}), vec!["routes.r1: names profile \"nope\", which is not defined"]),
         (json!({"profiles": [{"type": "http_cookie"}]}), vec!["profiles[0].name: is required"]),
         (json!({"profiles": [{"name": "a b", "type": "http_cookie"}]}), vec!["profiles[0].name: must be 1 to 64 letters, digits, '-' or '_', got \"a b\""]),

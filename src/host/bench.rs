@@ -1,7 +1,11 @@
-//! Benchmark driver, compiled only with the `bench` feature (never in the shipped module): fills a
-//! client IP table through the real table code on Envoy's real shared data, and times lookups, when
-//! asked by HTTP (`/fill?from=A&to=B`, `/lookup?n=N&of=M`), so that a harness can read Envoy's
-//! memory between the steps. Sized like a default `client_ip` profile.
+//! Benchmark roles, compiled only with the `bench` feature (never in the shipped module):
+//! - `persistence_bench` (`TableDriver`): fills a client IP table through the real table code on
+//!   Envoy's real shared data, and times lookups, when asked by HTTP (`/fill?from=A&to=B`,
+//!   `/lookup?n=N&of=M`), so that a harness can read Envoy's memory between the steps. Sized like a
+//!   default `client_ip` profile.
+//! - `bench_noop` (`Noop`): a filter that does nothing: what every Wasm filter costs.
+//! - `bench_copy` (`CopyHeader`): copies request header `x-bench-upstream` into the override header
+//!   for stateful_session: the cheapest possible filter of this architecture.
 
 use super::ffi::{self, Map};
 use super::store::SharedData;
@@ -12,7 +16,25 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-pub struct Bench;
+pub struct TableDriver;
+
+pub struct Noop;
+
+impl Context for Noop {}
+impl HttpContext for Noop {}
+
+pub struct CopyHeader;
+
+impl Context for CopyHeader {}
+
+impl HttpContext for CopyHeader {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        if let Ok(Some(value)) = ffi::header(Map::RequestHeaders, "x-bench-upstream") {
+            let _ = ffi::replace_header(Map::RequestHeaders, crate::config::DEFAULT_OVERRIDE_HEADER, &value);
+        }
+        Action::Continue
+    }
+}
 
 fn table() -> Table {
     Table::new("persistence.bench", Settings::default().max_entries)
@@ -31,9 +53,9 @@ fn param(query: &str, name: &str) -> u32 {
     query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).and_then(|(_, v)| v.parse().ok()).unwrap_or(0)
 }
 
-impl Context for Bench {}
+impl Context for TableDriver {}
 
-impl HttpContext for Bench {
+impl HttpContext for TableDriver {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         let path = ffi::header(Map::RequestHeaders, ":path").ok().flatten().unwrap_or_default();
         let path = String::from_utf8_lossy(&path).into_owned();
@@ -74,5 +96,53 @@ impl HttpContext for Bench {
         };
         let _ = ffi::send_response(200, &body);
         Action::Pause
+    }
+}
+
+/// Time spent in named spans of the filter's callbacks, in this VM, flushed every 1024 spans to
+/// counters `bench.span.<name>.ns` / `.count` (so the measurement barely costs host calls).
+pub mod spans {
+    use super::super::ffi::{self, MetricKind};
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct Totals {
+        spans: HashMap<&'static str, (u64, u64, Option<(u32, u32)>)>,
+        pending: u32,
+    }
+
+    thread_local!(static TOTALS: RefCell<Totals> = RefCell::default());
+
+    fn nanos() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    }
+
+    pub fn span<T>(name: &'static str, f: impl FnOnce() -> T) -> T {
+        let start = nanos();
+        let result = f();
+        let elapsed = nanos().saturating_sub(start);
+        TOTALS.with(|totals| {
+            let mut totals = totals.borrow_mut();
+            let entry = totals.spans.entry(name).or_default();
+            entry.0 += elapsed;
+            entry.1 += 1;
+            totals.pending += 1;
+            if totals.pending >= 1024 {
+                totals.pending = 0;
+                for (name, (ns, count, ids)) in totals.spans.iter_mut() {
+                    let ids = *ids.get_or_insert_with(|| {
+                        let ns = ffi::define_metric(MetricKind::Counter, &format!("bench.span.{name}.ns")).unwrap_or(0);
+                        let count = ffi::define_metric(MetricKind::Counter, &format!("bench.span.{name}.count")).unwrap_or(0);
+                        (ns, count)
+                    });
+                    let _ = ffi::increment_metric(ids.0, *ns as i64);
+                    let _ = ffi::increment_metric(ids.1, *count as i64);
+                    *ns = 0;
+                    *count = 0;
+                }
+            }
+        });
+        result
     }
 }

@@ -31,6 +31,7 @@ pub enum MetricKind {
 #[link(wasm_import_module = "env")]
 extern "C" {
     fn proxy_get_header_map_pairs(map: u32, data: *mut *mut u8, size: *mut usize) -> u32;
+    #[cfg(feature = "bench")]
     fn proxy_get_header_map_value(map: u32, key: *const u8, key_size: usize, data: *mut *mut u8, size: *mut usize) -> u32;
     fn proxy_replace_header_map_value(map: u32, key: *const u8, key_size: usize, value: *const u8, value_size: usize) -> u32;
     fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
@@ -107,19 +108,35 @@ unsafe fn take(data: *mut u8, size: usize) -> Vec<u8> {
     }
 }
 
-/// Every value of header `name` (lowercase), in order; empty when absent.
-pub fn header_values(map: Map, name: &str) -> Result<Vec<Vec<u8>>, Status> {
-    let mut data = null_mut();
-    let mut size = 0;
-    // SAFETY: out-pointers are valid locals; the buffer is taken only on Ok.
-    let pairs = unsafe {
-        check(proxy_get_header_map_pairs(map as u32, &mut data, &mut size))?;
-        take(data, size)
-    };
-    Ok(crate::header_pairs::decode(&pairs).filter(|(key, _)| *key == name.as_bytes()).map(|(_, value)| value.to_vec()).collect())
+/// A copy of a whole header map, read with one host call; lookups are by lowercase name.
+pub struct Headers {
+    serialized: Vec<u8>,
 }
 
-/// The first value of header `name`, None when absent.
+impl Headers {
+    pub fn read(map: Map) -> Result<Headers, Status> {
+        let mut data = null_mut();
+        let mut size = 0;
+        // SAFETY: out-pointers are valid locals; the buffer is taken only on Ok.
+        let serialized = unsafe {
+            check(proxy_get_header_map_pairs(map as u32, &mut data, &mut size))?;
+            take(data, size)
+        };
+        Ok(Headers { serialized })
+    }
+
+    /// Every value of header `name`, in order.
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        crate::header_pairs::decode(&self.serialized).filter(move |(key, _)| *key == name.as_bytes()).map(|(_, value)| value)
+    }
+
+    pub fn first(&self, name: &str) -> Option<&[u8]> {
+        crate::header_pairs::decode(&self.serialized).find(|(key, _)| *key == name.as_bytes()).map(|(_, value)| value)
+    }
+}
+
+/// The first value of header `name`, None when absent (the benchmark floor's single read).
+#[cfg(feature = "bench")]
 pub fn header(map: Map, name: &str) -> Result<Option<Vec<u8>>, Status> {
     let mut data = null_mut();
     let mut size = 0;

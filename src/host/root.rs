@@ -19,7 +19,6 @@ use crate::table::{self, hash_key, Entry, Store, Table};
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -42,9 +41,11 @@ pub struct Plugin {
     /// Open connections per client, written by the connection counter.
     pub connections: Table,
     /// Route-metadata profile names already reported as unknown (one log line per name, not per request).
-    pub warned_profiles: RefCell<HashSet<String>>,
+    pub warned_profiles: RefCell<Vec<String>>,
     /// Per profile: its client grouping is in the published tracking layout.
     pub tracked: Vec<Cell<bool>>,
+    /// Nonces for the tokens this VM seals (a new random sequence when used up).
+    pub nonces: RefCell<Option<crate::token::NonceSequence>>,
 }
 
 impl Plugin {
@@ -70,7 +71,7 @@ pub fn connection_table() -> Table {
 enum Role {
     Unconfigured,
     #[cfg(feature = "bench")]
-    Bench,
+    Bench(&'static str),
     Http(Rc<Plugin>),
     Connections(Rc<ConnectionCounter>),
 }
@@ -92,9 +93,11 @@ impl RootContext for Root {
         super::adopt_envoy_log_level();
         let root_id = ffi::property(&["plugin_root_id"]).ok().flatten().unwrap_or_default();
         #[cfg(feature = "bench")]
-        if root_id == b"persistence_bench" {
-            self.role = Role::Bench;
-            return true;
+        for role in ["persistence_bench", "bench_noop", "bench_copy"] {
+            if root_id == role.as_bytes() {
+                self.role = Role::Bench(role);
+                return true;
+            }
         }
         if root_id == CONNECTIONS_ROOT_ID.as_bytes() {
             if size > 0 {
@@ -141,8 +144,12 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         #[cfg(feature = "bench")]
-        if let Role::Bench = self.role {
-            return Some(Box::new(super::bench::Bench));
+        if let Role::Bench(role) = self.role {
+            return Some(match role {
+                "bench_noop" => Box::new(super::bench::Noop),
+                "bench_copy" => Box::new(super::bench::CopyHeader),
+                _ => Box::new(super::bench::TableDriver),
+            });
         }
         // Never None: the SDK panics on None. Without a valid configuration (Envoy should have
         // rejected the plugin) the stream still removes client-supplied override headers.
@@ -211,7 +218,7 @@ fn configure_http(size: usize) -> Option<Plugin> {
             Some(Table::new(&format!("persistence.p{:016x}", hash_key(&[b"profile", p.name.as_bytes()])), max_entries))
         })
         .collect();
-    Some(Plugin { config, keyring, metrics, tables, connections: connection_table(), warned_profiles: RefCell::default(), tracked })
+    Some(Plugin { config, keyring, metrics, tables, connections: connection_table(), warned_profiles: RefCell::default(), tracked, nonces: RefCell::default() })
 }
 
 /// Adds client groupings to what the connection counter tracks (a CAS-merged union).
@@ -308,7 +315,7 @@ fn generated_key() -> Result<([u8; KEY_LEN], bool), String> {
         return Ok((key, false));
     }
     let mut key = [0u8; KEY_LEN];
-    getrandom::fill(&mut key).map_err(|e| format!("no randomness for a generated key: {e}"))?;
+    getrandom::fill(&mut key).map_err(|_| "no randomness from the host for a generated key".to_string())?;
     match SharedData.set(GENERATED_KEY, &key, table::CREATE) {
         Ok(()) => Ok((key, true)),
         Err(table::StoreError::CasMismatch) => Ok((read()?.ok_or_else(|| "generated key vanished".to_string())?, false)),
@@ -330,11 +337,11 @@ fn log_summary(config: &Config) {
                     crate::profile::app_cookie::Mode::Prefix => format!("cookie {}, prefix", s.name),
                 },
                 Kind::HttpHeader(s) => format!("header {}, {} value(s)", s.name, s.servers.len()),
-                Kind::Tls(s) => format!("key {:?}, fallback {:?}, timeout {}s, {} entries", s.key, s.fallback, s.timeout, s.max_entries),
+                Kind::Tls(s) => format!("key {}, fallback {}, timeout {}s, {} entries", s.key.name(), s.fallback.name(), s.timeout, s.max_entries),
             };
             match &p.description {
-                Some(description) => format!("{} ({type_name}, {detail}, server_down {:?}: {description})", p.name, p.server_down),
-                None => format!("{} ({type_name}, {detail}, server_down {:?})", p.name, p.server_down),
+                Some(description) => format!("{} ({type_name}, {detail}, server_down {}: {description})", p.name, p.server_down.name()),
+                None => format!("{} ({type_name}, {detail}, server_down {})", p.name, p.server_down.name()),
             }
         })
         .collect();

@@ -44,7 +44,7 @@ impl Settings {
             Some(field) => match field.string(errors) {
                 Some(name) if cookie::is_valid_name(name) => Some(name.to_string()),
                 Some(name) => {
-                    errors.add(&field.path, format!("must be a cookie name (letters, digits and !#$%&'*+-.^_`|~), got {name:?}"));
+                    errors.add(&field.path, format!("must be a cookie name (letters, digits and !#$%&'*+-.^_`|~), got {}", crate::config::reader::quoted(name)));
                     None
                 }
                 None => None,
@@ -67,7 +67,7 @@ impl Settings {
                 if let Some(field) = object.field("path") {
                     match field.string(errors) {
                         Some(path) if path.starts_with('/') && cookie::is_valid_attribute_value(path) => settings.path = path.into(),
-                        Some(path) => errors.add(&field.path, format!("must start with / and hold no spaces, ';' or ',', got {path:?}")),
+                        Some(path) => errors.add(&field.path, format!("must start with / and hold no spaces, ';' or ',', got {}", crate::config::reader::quoted(path))),
                         None => {}
                     }
                 }
@@ -96,8 +96,8 @@ pub enum Found {
 /// The request's session id: the first cookie `name`, else the query parameter `name`, else the
 /// path parameter `;name=` (names of parameters compared without case, as servlet containers
 /// write `;jsessionid=` for a `JSESSIONID` cookie). `path` is the `:path` header.
-pub fn session_id<'a>(name: &'a str, cookie_headers: &'a [Vec<u8>], path: &'a [u8]) -> Option<(&'a [u8], Found)> {
-    if let Some(value) = cookie_headers.iter().flat_map(|h| cookie::values(h, name)).find(|v| !v.is_empty()) {
+pub fn session_id<'a>(name: &'a str, cookie_headers: &'a [impl AsRef<[u8]>], path: &'a [u8]) -> Option<(&'a [u8], Found)> {
+    if let Some(value) = cookie_headers.iter().flat_map(|h| cookie::values(h.as_ref(), name)).find(|v| !v.is_empty()) {
         return Some((value, Found::Cookie));
     }
     let (path, query) = match path.iter().position(|&b| b == b'?') {
@@ -133,8 +133,8 @@ pub enum Issued {
 }
 
 /// The last `Set-Cookie` of cookie `name` in the response, if any.
-pub fn issued(name: &str, set_cookies: &[Vec<u8>]) -> Option<Issued> {
-    set_cookies.iter().filter_map(|h| cookie::parse_set_cookie(h)).filter(|c| c.name == name.as_bytes()).last().map(|c| {
+pub fn issued(name: &str, set_cookies: &[impl AsRef<[u8]>]) -> Option<Issued> {
+    set_cookies.iter().filter_map(|h| cookie::parse_set_cookie(h.as_ref())).filter(|c| c.name == name.as_bytes()).last().map(|c| {
         if c.deletes() {
             Issued::Deleted
         } else {
@@ -191,12 +191,12 @@ pub enum Prefixed {
 
 /// Reads the prefix-mode cookie and returns it with the Cookie headers rewritten for the backend
 /// (every `<token>.` of ours removed, everything else byte for byte).
-pub fn read_prefixed(name: &str, keyring: &Keyring, cookie_headers: &[Vec<u8>]) -> (Prefixed, Vec<Option<Vec<u8>>>) {
+pub fn read_prefixed(name: &str, keyring: &Keyring, cookie_headers: &[impl AsRef<[u8]>]) -> (Prefixed, Vec<Option<Vec<u8>>>) {
     let mut found = Prefixed::Absent;
     let rewritten = cookie_headers
         .iter()
         .map(|header| {
-            cookie::edit(header, name, |value| {
+            cookie::edit(header.as_ref(), name, |value| {
                 let Some((token, application)) = split_prefixed(value) else { return Edit::Keep };
                 let opened = token::open(keyring, Purpose::AppCookiePrefix, name, token);
                 match (&found, opened) {

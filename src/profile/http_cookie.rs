@@ -54,7 +54,7 @@ impl Settings {
         if let Some(field) = object.field("name") {
             match field.string(errors) {
                 Some(name) if cookie::is_valid_name(name) => settings.name = name.to_string(),
-                Some(name) => errors.add(&field.path, format!("must be a cookie name (letters, digits and !#$%&'*+-.^_`|~), got {name:?}")),
+                Some(name) => errors.add(&field.path, format!("must be a cookie name (letters, digits and !#$%&'*+-.^_`|~), got {}", crate::config::reader::quoted(name))),
                 None => {}
             }
         }
@@ -75,7 +75,7 @@ impl Settings {
         if let Some(field) = object.field("path") {
             match field.string(errors) {
                 Some(path) if path.starts_with('/') && cookie::is_valid_attribute_value(path) => settings.attributes.path = path.into(),
-                Some(path) => errors.add(&field.path, format!("must start with / and hold no spaces, ';' or ',', got {path:?}")),
+                Some(path) => errors.add(&field.path, format!("must start with / and hold no spaces, ';' or ',', got {}", crate::config::reader::quoted(path))),
                 None => {}
             }
         }
@@ -84,7 +84,7 @@ impl Settings {
                 Some(domain) if !domain.is_empty() && cookie::is_valid_attribute_value(domain) => {
                     settings.attributes.domain = Some(domain.into())
                 }
-                Some(domain) => errors.add(&field.path, format!("must be a domain name, got {domain:?}")),
+                Some(domain) => errors.add(&field.path, format!("must be a domain name, got {}", crate::config::reader::quoted(domain))),
                 None => {}
             }
         }
@@ -166,9 +166,9 @@ impl Presented {
 
 /// Reads our cookie from the request's Cookie headers. With several cookies of our name (a browser
 /// holding one per path or domain) the first valid one wins; else the first rejection is reported.
-pub fn read_request(settings: &Settings, keyring: &Keyring, cookie_headers: &[Vec<u8>], now: u64) -> Presented {
+pub fn read_request(settings: &Settings, keyring: &Keyring, cookie_headers: &[impl AsRef<[u8]>], now: u64) -> Presented {
     let mut first_rejection = None;
-    for value in cookie_headers.iter().flat_map(|header| cookie::values(header, &settings.name)) {
+    for value in cookie_headers.iter().flat_map(|header| cookie::values(header.as_ref(), &settings.name)) {
         match judge(settings, keyring, value, now) {
             Ok(presented) => return presented,
             Err(rejection) => {

@@ -4,14 +4,13 @@
 
 use crate::config::reader::{Errors, Field};
 use crate::endpoint::{self, Endpoint};
-use std::collections::HashMap;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// Lowercase header name.
     pub name: String,
-    /// Header value -> the server it is assigned to.
-    pub servers: HashMap<Vec<u8>, Endpoint>,
+    /// Header value -> the server it is assigned to, sorted by value.
+    pub servers: Vec<(Vec<u8>, Endpoint)>,
 }
 
 impl Settings {
@@ -24,7 +23,7 @@ impl Settings {
             Some(field) => match field.string(errors) {
                 Some(name) if is_header_name(name) => Some(name.to_ascii_lowercase()),
                 Some(name) => {
-                    errors.add(&field.path, format!("must be an HTTP header name, got {name:?}"));
+                    errors.add(&field.path, format!("must be an HTTP header name, got {}", crate::config::reader::quoted(name)));
                     None
                 }
                 None => None,
@@ -34,9 +33,8 @@ impl Settings {
                 None
             }
         };
-        let mut servers: HashMap<Vec<u8>, Endpoint> = HashMap::new();
-        // Where each value was assigned, to name both places of a duplicate.
-        let mut assigned_at: HashMap<String, (String, Endpoint)> = HashMap::new();
+        // Sorted by value, each with where it was assigned (to name both places of a duplicate).
+        let mut assigned: Vec<(String, String, Endpoint)> = Vec::new();
         match object.field("servers").and_then(|f| f.array(errors)) {
             Some(items) if !items.is_empty() => {
                 for item in items {
@@ -45,7 +43,7 @@ impl Settings {
                         Some(field) => field.string(errors).and_then(|text| {
                             let parsed = endpoint::parse(text);
                             if parsed.is_none() {
-                                errors.add(&field.path, format!("must be ip:port (IPv6 in brackets, e.g. [2001:db8::1]:8080), got {text:?}"));
+                                errors.add(&field.path, format!("must be ip:port (IPv6 in brackets, e.g. [2001:db8::1]:8080), got {}", crate::config::reader::quoted(text)));
                             }
                             parsed
                         }),
@@ -67,13 +65,14 @@ impl Settings {
                             errors.add(&value_field.path, "must not be empty");
                             continue;
                         }
-                        if let Some((first_path, first_address)) = assigned_at.get(value) {
-                            errors.add(&value_field.path, format!("{value:?} is already assigned to {first_address} at {first_path}: a value selects one server"));
-                            continue;
-                        }
-                        if let Some(address) = address {
-                            assigned_at.insert(value.to_string(), (value_field.path.clone(), address));
-                            servers.insert(value.as_bytes().to_vec(), address);
+                        let Some(address) = address else { continue };
+                        match assigned.binary_search_by(|(v, _, _)| v.as_str().cmp(value)) {
+                            Ok(first) => {
+                                if let Some((_, path, address)) = assigned.get(first) {
+                                    errors.add(&value_field.path, format!("{} is already assigned to {address} at {path}: a value selects one server", crate::config::reader::quoted(value)));
+                                }
+                            }
+                            Err(at) => assigned.insert(at, (value.to_string(), value_field.path.clone(), address)),
                         }
                     }
                     server.finish(errors, |_| None);
@@ -83,12 +82,14 @@ impl Settings {
             None => errors.add(&object.child_path("servers"), "is required: [{\"address\": \"ip:port\", \"values\": [...]}]"),
         }
         object.finish(errors, |_| None);
+        let servers = assigned.into_iter().map(|(value, _, address)| (value.into_bytes(), address)).collect();
         Some(Settings { name: name?, servers })
     }
 
     /// The server assigned to a header value (exact, case-sensitive match).
     pub fn server_for(&self, value: &[u8]) -> Option<Endpoint> {
-        self.servers.get(value).copied()
+        let found = self.servers.binary_search_by(|(v, _)| v.as_slice().cmp(value)).ok()?;
+        self.servers.get(found).map(|(_, endpoint)| *endpoint)
     }
 }
 

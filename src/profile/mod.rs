@@ -21,6 +21,15 @@ pub enum ServerDown {
     Never,
 }
 
+impl ServerDown {
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerDown::Immediate => "immediate",
+            ServerDown::Never => "never",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
     HttpCookie(http_cookie::Settings),
@@ -171,7 +180,7 @@ pub fn parse(field: Field, errors: &mut Errors) -> Option<Profile> {
         Some(field) => match field.string(errors) {
             Some(name) if is_valid_name(name) => Some(name.to_string()),
             Some(name) => {
-                errors.add(&field.path, format!("must be 1 to 64 letters, digits, '-' or '_', got {name:?}"));
+                errors.add(&field.path, format!("must be 1 to 64 letters, digits, '-' or '_', got {}", crate::config::reader::quoted(name)));
                 None
             }
             None => None,

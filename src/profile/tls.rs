@@ -25,6 +25,24 @@ pub enum Fallback {
     ClientIp,
 }
 
+impl KeySource {
+    pub fn name(self) -> &'static str {
+        match self {
+            KeySource::SessionId => "session_id",
+            KeySource::PeerCertificate => "peer_certificate",
+        }
+    }
+}
+
+impl Fallback {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fallback::None => "none",
+            Fallback::ClientIp => "client_ip",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// Seconds; 0 disables persistence.

@@ -1,6 +1,7 @@
 //! Real backend servers on 127.0.0.1: each answers with its name (header `x-backend` and the body),
 //! serves `/healthz` (200, or 503 after `set_healthy(false)`), records what it received byte for
-//! byte, and sets cookies on request (`?set-cookie=<percent-encoded Set-Cookie value>`, repeatable).
+//! byte, and sets cookies on request (`?set-cookie=<percent-encoded Set-Cookie value>`, repeatable)
+//! and other headers (`?response-header=<name>:<value>`, percent-encoded).
 //!
 //! `Backend::servlet` also behaves like a servlet container with in-memory sessions: it knows the
 //! session ids it issued, finds the request's in the `JSESSIONID` cookie, a `;jsessionid=` path
@@ -145,6 +146,12 @@ fn respond(request: &http::Request, state: &State) -> (u16, Headers, Vec<u8>) {
     for (key, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
         if key == "set-cookie" {
             headers.push(("set-cookie".into(), percent_decode(value)));
+        }
+        if key == "response-header" {
+            let decoded = percent_decode(value);
+            if let Some(colon) = decoded.iter().position(|&b| b == b':') {
+                headers.push((String::from_utf8_lossy(&decoded[..colon]).to_lowercase(), decoded[colon + 1..].to_vec()));
+            }
         }
     }
     if let Some(sessions) = &state.sessions {

@@ -44,6 +44,8 @@ pub struct EnvoyConfig {
     pub value: Value,
     /// Listeners that keep a chosen port (the demo); all others get an ephemeral one.
     fixed_ports: HashMap<String, u16>,
+    /// The module to load instead of the built one (benchmarks' variant build).
+    module: Option<PathBuf>,
 }
 
 impl EnvoyConfig {
@@ -52,12 +54,12 @@ impl EnvoyConfig {
         let path = repo_root().join("envoy").join(file);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let value: Value = serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        EnvoyConfig { value, fixed_ports: HashMap::new() }
+        EnvoyConfig { value, fixed_ports: HashMap::new(), module: None }
     }
 
     /// A bootstrap built in code (benchmarks).
     pub fn from_value(value: Value) -> EnvoyConfig {
-        EnvoyConfig { value, fixed_ports: HashMap::new() }
+        EnvoyConfig { value, fixed_ports: HashMap::new(), module: None }
     }
 
     /// Points every `envoy/certs/<file>` of the configuration at `pki`'s generated file.
@@ -78,6 +80,12 @@ impl EnvoyConfig {
         self
     }
 
+    /// Loads `module` instead of the built one.
+    pub fn module(mut self, module: PathBuf) -> EnvoyConfig {
+        self.module = Some(module);
+        self
+    }
+
     /// Keeps listener `name` on `port` instead of an ephemeral port.
     pub fn listener_port(mut self, name: &str, port: u16) -> EnvoyConfig {
         self.fixed_ports.insert(name.to_string(), port);
@@ -85,10 +93,16 @@ impl EnvoyConfig {
     }
 
     /// Points `cluster` at `backends` instead of the shipped addresses.
-    pub fn backends(mut self, cluster: &str, backends: &[Backend]) -> EnvoyConfig {
-        let endpoints: Vec<Value> = backends
+    pub fn backends(self, cluster: &str, backends: &[Backend]) -> EnvoyConfig {
+        let addresses: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+        self.backend_addresses(cluster, &addresses)
+    }
+
+    /// Points `cluster` at these addresses (backends the harness did not start).
+    pub fn backend_addresses(mut self, cluster: &str, addresses: &[SocketAddr]) -> EnvoyConfig {
+        let endpoints: Vec<Value> = addresses
             .iter()
-            .map(|b| json!({"endpoint": {"address": {"socket_address": {"address": b.addr.ip().to_string(), "port_value": b.addr.port()}}}}))
+            .map(|a| json!({"endpoint": {"address": {"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}}}}))
             .collect();
         let cluster = self.cluster_mut(cluster);
         cluster["load_assignment"]["endpoints"] = json!([{"lb_endpoints": endpoints}]);
@@ -192,11 +206,29 @@ impl EnvoyConfig {
             let port = listener["name"].as_str().and_then(|name| self.fixed_ports.get(name)).copied().unwrap_or(0);
             listener["address"]["socket_address"]["port_value"] = json!(port);
         }
-        let wasm = wasm_path().display().to_string();
+        let wasm = self.module.clone().unwrap_or_else(wasm_path).display().to_string();
         for filter in Self::wasm_filters(&mut value) {
             filter["config"]["vm_config"]["code"]["local"]["filename"] = json!(wasm);
         }
         value
+    }
+}
+
+/// How to run an Envoy process.
+#[derive(Clone)]
+pub struct Launch {
+    pub concurrency: usize,
+    /// Listeners from a watched LDS file instead of the bootstrap.
+    pub dynamic: bool,
+    /// CPUs to pin Envoy to (`taskset -c`), e.g. "0".
+    pub cpus: Option<String>,
+    /// Tests log the filter's decisions (wasm at debug); benchmarks must not pay for that.
+    pub quiet: bool,
+}
+
+impl Launch {
+    pub fn workers(concurrency: usize) -> Launch {
+        Launch { concurrency, dynamic: false, cpus: None, quiet: false }
     }
 }
 
@@ -208,7 +240,7 @@ pub struct Envoy {
     pub admin: SocketAddr,
     pub listeners: HashMap<String, SocketAddr>,
     config: EnvoyConfig,
-    concurrency: usize,
+    launch: Launch,
 }
 
 impl Envoy {
@@ -225,13 +257,13 @@ impl Envoy {
 
     /// Starts Envoy; Err(log) when it exits instead of becoming ready.
     pub fn try_start(config: &EnvoyConfig, concurrency: usize) -> Result<Envoy, String> {
-        Envoy::launch(config, concurrency, false)
+        Envoy::launch(config, &Launch::workers(concurrency))
     }
 
     /// Like `start`, but the listeners are served from a watched file (LDS), so `update_listeners`
     /// can push a new listener configuration to the running Envoy, as a control plane would.
     pub fn start_dynamic(config: &EnvoyConfig) -> Envoy {
-        let envoy = Envoy::launch(config, 2, true).unwrap_or_else(|log| panic!("Envoy did not start:\n{log}"));
+        let envoy = Envoy::launch(config, &Launch { dynamic: true, ..Launch::workers(2) }).unwrap_or_else(|log| panic!("Envoy did not start:\n{log}"));
         envoy.wait_all_healthy();
         envoy
     }
@@ -251,7 +283,9 @@ impl Envoy {
         ["listener_manager.lds.update_success", "listener_manager.lds.update_rejected"].iter().map(|k| stats.get(*k).copied().unwrap_or(0)).sum()
     }
 
-    fn launch(config: &EnvoyConfig, concurrency: usize, dynamic: bool) -> Result<Envoy, String> {
+    /// Starts Envoy as `launch` says; Err(log) when it exits instead of becoming ready.
+    pub fn launch(config: &EnvoyConfig, launch: &Launch) -> Result<Envoy, String> {
+        let dynamic = launch.dynamic;
         let dir = tempfile::Builder::new().prefix("envoy-persistence-test").tempdir().expect("tempdir");
         let config_path = dir.path().join("envoy.json");
         let hc_events = dir.path().join("hc-events.log").display().to_string();
@@ -270,11 +304,20 @@ impl Envoy {
         let admin_path = dir.path().join("admin.address");
         let log = File::create(dir.path().join("envoy.log")).expect("log file");
         let access = File::create(dir.path().join("access.log")).expect("access log file");
-        let mut child = Command::new(envoy_bin())
+        let mut command = match &launch.cpus {
+            Some(cpus) => {
+                let mut taskset = Command::new("taskset");
+                taskset.args(["-c", cpus]).arg(envoy_bin());
+                taskset
+            }
+            None => Command::new(envoy_bin()),
+        };
+        let levels: &[&str] = if launch.quiet { &["-l", "warning"] } else { &["-l", "info", "--component-log-level", "wasm:debug"] };
+        let mut child = command
             .arg("-c")
             .arg(&config_path)
-            .args(["--use-dynamic-base-id", "--concurrency", &concurrency.to_string()])
-            .args(["-l", "info", "--component-log-level", "wasm:debug"])
+            .args(["--use-dynamic-base-id", "--concurrency", &launch.concurrency.to_string()])
+            .args(levels)
             .arg("--admin-address-path")
             .arg(&admin_path)
             .current_dir(repo_root())
@@ -297,7 +340,7 @@ impl Envoy {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        let mut envoy = Envoy { child: Some(child), lds, dir, admin, listeners: HashMap::new(), config: config.clone(), concurrency };
+        let mut envoy = Envoy { child: Some(child), lds, dir, admin, listeners: HashMap::new(), config: config.clone(), launch: launch.clone() };
         loop {
             if let Some(Ok(Some(status))) = envoy.child.as_mut().map(Child::try_wait) {
                 return Err(format!("exit status {status}\n{}", envoy.log()));
@@ -317,7 +360,9 @@ impl Envoy {
     /// Stops this Envoy and starts a new one with the same configuration (new ports).
     pub fn restart(mut self) -> Envoy {
         self.stop();
-        Envoy::start_with(&self.config, self.concurrency)
+        let envoy = Envoy::launch(&self.config, &self.launch).unwrap_or_else(|log| panic!("Envoy did not restart:\n{log}"));
+        envoy.wait_all_healthy();
+        envoy
     }
 
     pub fn admin_get(&self, path: &str) -> std::io::Result<(u16, String)> {

@@ -11,7 +11,7 @@ pub mod tls;
 
 pub use backend::Backend;
 pub use client::{get, Connection, Jar};
-pub use envoy::{Envoy, EnvoyConfig};
+pub use envoy::{Envoy, EnvoyConfig, Launch};
 
 /// A key secret for tests (base64 of 32 bytes); never a real deployment's.
 pub fn test_secret(fill: u8) -> String {

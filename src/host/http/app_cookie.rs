@@ -13,27 +13,33 @@ use crate::profile::{Kind, Outcome, Profile};
 use crate::table::{Entry, Snapshot};
 
 pub enum Pending {
-    Table { profile: usize, key: Option<u64>, snapshot: Option<Snapshot>, pin: Option<Entry<Endpoint>> },
+    Table { profile: usize, key: Option<u64>, snapshot: Option<Snapshot>, pin: Option<Entry<Endpoint>>, now: u32 },
     Prefix { profile: usize, found: Prefixed },
 }
 
-pub fn request(plugin: &Plugin, profile: usize, settings: &Settings) -> HostResult<Option<Pending>> {
-    let cookies = ffi::header_values(Map::RequestHeaders, "cookie").map_err(|s| ("reading Cookie", s))?;
+impl Pending {
+    pub fn pin(&self) -> Option<Endpoint> {
+        match self {
+            Pending::Table { pin, .. } => pin.map(|entry| entry.record),
+            Pending::Prefix { found, .. } => pinned(found),
+        }
+    }
+}
+
+pub fn request(plugin: &Plugin, profile: usize, settings: &Settings, headers: &ffi::Headers) -> HostResult<Option<Pending>> {
+    let cookies: Vec<&[u8]> = headers.values("cookie").collect();
     match settings.mode {
         Mode::Table => {
-            // The URL is only read when no cookie carries the id.
-            let path = match app_cookie::session_id(&settings.name, &cookies, b"") {
-                Some(_) => Vec::new(),
-                None => ffi::header(Map::RequestHeaders, ":path").map_err(|s| ("reading :path", s))?.unwrap_or_default(),
-            };
-            let Some((value, _found)) = app_cookie::session_id(&settings.name, &cookies, &path) else {
-                decided(plugin, profile, None, Some(("reason", "no_session")));
-                return Ok(Some(Pending::Table { profile, key: None, snapshot: None, pin: None }));
+            let path = headers.first(":path").unwrap_or_default();
+            let now = ffi::now_seconds() as u32;
+            let Some((value, _found)) = app_cookie::session_id(&settings.name, &cookies, path) else {
+                decided(plugin, profile, None, Some(("reason", "no_session")), true);
+                return Ok(Some(Pending::Table { profile, key: None, snapshot: None, pin: None, now }));
             };
             let key = app_cookie::key(value);
-            let Some((snapshot, live)) = lookup(plugin, profile, key, settings.timeout, false)? else { return Ok(None) };
-            decided(plugin, profile, live.map(|e| e.record), None);
-            Ok(Some(Pending::Table { profile, key: Some(key), snapshot: Some(snapshot), pin: live }))
+            let Some((snapshot, live)) = lookup(plugin, profile, key, settings.timeout, false, now)? else { return Ok(None) };
+            decided(plugin, profile, live.map(|e| e.record), None, true);
+            Ok(Some(Pending::Table { profile, key: Some(key), snapshot: Some(snapshot), pin: live, now }))
         }
         Mode::Prefix => {
             let (found, rewritten) = app_cookie::read_prefixed(&settings.name, &plugin.keyring, &cookies);
@@ -42,7 +48,7 @@ pub fn request(plugin: &Plugin, profile: usize, settings: &Settings) -> HostResu
                 Prefixed::Valid { claims, .. } => pin(plugin, &claims.endpoint)?,
                 Prefixed::Absent => {}
             }
-            decided(plugin, profile, pinned(&found), rejected(&found).map(|r| ("rejected", r)));
+            decided(plugin, profile, pinned(&found), rejected(&found).map(|r| ("rejected", r)), true);
             rewrite_cookie_headers(&cookies, &rewritten)?;
             Ok(Some(Pending::Prefix { profile, found }))
         }
@@ -54,10 +60,10 @@ pub fn response(plugin: &Plugin, pending: Pending, upstream: Option<Endpoint>) -
         Pending::Table { profile, .. } | Pending::Prefix { profile, .. } => *profile,
     };
     let Some(Profile { kind: Kind::AppCookie(settings), server_down, .. }) = plugin.config.profiles.get(profile) else { return Ok(()) };
-    let set_cookies = ffi::header_values(Map::ResponseHeaders, "set-cookie").map_err(|s| ("reading Set-Cookie", s))?;
+    let response_headers = ffi::Headers::read(Map::ResponseHeaders).map_err(|s| ("reading response headers", s))?;
+    let set_cookies: Vec<&[u8]> = response_headers.values("set-cookie").collect();
     match pending {
-        Pending::Table { key, snapshot, pin, .. } => {
-            let now = ffi::now_seconds() as u32;
+        Pending::Table { key, snapshot, pin, now, .. } => {
             let issued = app_cookie::issued(&settings.name, &set_cookies);
             let (outcome, writes) = app_cookie::decide_table(key, pin, upstream, issued, *server_down, settings.timeout, now);
             log_outcome(plugin, profile, outcome, upstream, None);
@@ -77,7 +83,7 @@ pub fn response(plugin: &Plugin, pending: Pending, upstream: Option<Endpoint>) -
 
 /// Seals the backend's session cookie for `upstream`; after a move without one, re-issues the
 /// client's.
-fn seal_response(plugin: &Plugin, profile: usize, settings: &Settings, set_cookies: &[Vec<u8>], upstream: Endpoint, outcome: Outcome, found: &Prefixed) -> HostResult<()> {
+fn seal_response(plugin: &Plugin, profile: usize, settings: &Settings, set_cookies: &[&[u8]], upstream: Endpoint, outcome: Outcome, found: &Prefixed) -> HostResult<()> {
     let now = ffi::now_seconds();
     let mut sealed_any = false;
     let mut rewritten = Vec::with_capacity(set_cookies.len());
@@ -88,7 +94,7 @@ fn seal_response(plugin: &Plugin, profile: usize, settings: &Settings, set_cooki
                 sealed_any = true;
                 rewritten.push(sealed);
             }
-            None => rewritten.push(header.clone()),
+            None => rewritten.push(header.to_vec()),
         }
     }
     if sealed_any {

@@ -1,7 +1,7 @@
 //! Glue of `http_header` profiles: the request header's value selects a statically assigned server.
 
 use super::{decided, log_outcome, pin, HostResult};
-use crate::host::ffi::{self, Map};
+use crate::host::ffi;
 use crate::host::root::Plugin;
 use crate::endpoint::Endpoint;
 use crate::metrics::ProfileCounter;
@@ -12,20 +12,25 @@ pub struct Pending {
     assigned: Endpoint,
 }
 
-pub fn request(plugin: &Plugin, profile: usize, settings: &http_header::Settings) -> HostResult<Option<Pending>> {
-    let value = ffi::header(Map::RequestHeaders, &settings.name).map_err(|s| ("reading the persistence header", s))?;
-    let Some(value) = value else {
+impl Pending {
+    pub fn pin(&self) -> Endpoint {
+        self.assigned
+    }
+}
+
+pub fn request(plugin: &Plugin, profile: usize, settings: &http_header::Settings, headers: &ffi::Headers) -> HostResult<Option<Pending>> {
+    let Some(value) = headers.first(&settings.name) else {
         plugin.metrics.count_profile(profile, ProfileCounter::HeaderMissing);
-        decided(plugin, profile, None, Some(("reason", "header_missing")));
+        decided(plugin, profile, None, Some(("reason", "header_missing")), false);
         return Ok(None);
     };
-    let Some(assigned) = settings.server_for(&value) else {
+    let Some(assigned) = settings.server_for(value) else {
         plugin.metrics.count_profile(profile, ProfileCounter::HeaderUnmatched);
-        decided(plugin, profile, None, Some(("reason", "header_unmatched")));
+        decided(plugin, profile, None, Some(("reason", "header_unmatched")), false);
         return Ok(None);
     };
     pin(plugin, &assigned)?;
-    decided(plugin, profile, Some(assigned), None);
+    decided(plugin, profile, Some(assigned), None, true);
     Ok(Some(Pending { profile, assigned }))
 }
 

@@ -45,22 +45,53 @@ impl Http {
     }
 }
 
+impl Pending {
+    /// The host the request was pinned to, if any.
+    fn pin(&self) -> Option<Endpoint> {
+        match self {
+            Pending::Cookie(pending) => pending.pin(),
+            Pending::Table(pending) => pending.pin(),
+            Pending::AppCookie(pending) => pending.pin(),
+            Pending::Header(pending) => Some(pending.pin()),
+        }
+    }
+}
+
 impl Context for Http {}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        super::span("request", || self.request())
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        super::span("response", || self.response())
+    }
+}
+
+impl Http {
+    fn request(&mut self) -> Action {
         let Some(plugin) = self.plugin.clone() else {
             let _ = ffi::remove_header(Map::RequestHeaders, DEFAULT_OVERRIDE_HEADER);
             return Action::Continue;
         };
-        strip_client_override(&plugin);
-        let Some(index) = select_profile(&plugin) else { return Action::Continue };
+        // One host call for every header the filter may look at.
+        let headers = match super::span("request_headers", || ffi::Headers::read(Map::RequestHeaders)) {
+            Ok(headers) => headers,
+            Err(status) => {
+                let _ = ffi::remove_header(Map::RequestHeaders, &plugin.config.override_header);
+                host_error(&plugin, "reading request headers", status);
+                return Action::Continue;
+            }
+        };
+        strip_client_headers(&plugin, &headers);
+        let Some(index) = super::span("select_profile", || select_profile(&plugin)) else { return Action::Continue };
         let Some(profile) = plugin.config.profiles.get(index) else { return Action::Continue };
         let pending = match &profile.kind {
-            Kind::HttpCookie(settings) => cookie::request(&plugin, index, settings).map(|p| p.map(Pending::Cookie)),
+            Kind::HttpCookie(settings) => cookie::request(&plugin, index, settings, &headers).map(|p| p.map(Pending::Cookie)),
             Kind::ClientIp(settings) => table::client_ip_request(&plugin, index, settings).map(|p| p.map(Pending::Table)),
-            Kind::AppCookie(settings) => app_cookie::request(&plugin, index, settings).map(|p| p.map(Pending::AppCookie)),
-            Kind::HttpHeader(settings) => header::request(&plugin, index, settings).map(|p| p.map(Pending::Header)),
+            Kind::AppCookie(settings) => app_cookie::request(&plugin, index, settings, &headers).map(|p| p.map(Pending::AppCookie)),
+            Kind::HttpHeader(settings) => header::request(&plugin, index, settings, &headers).map(|p| p.map(Pending::Header)),
             Kind::Tls(settings) => tls::request(&plugin, index, settings).map(|p| p.map(Pending::Table)),
         };
         match pending {
@@ -70,12 +101,23 @@ impl HttpContext for Http {
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+    fn response(&mut self) -> Action {
         let Some(plugin) = self.plugin.clone() else { return Action::Continue };
-        // stateful_session announces a changed host in the response: never show it to the client.
-        let _ = ffi::remove_header(Map::ResponseHeaders, &plugin.config.override_header);
-        let Some(pending) = self.pending.take() else { return Action::Continue };
-        let upstream = upstream_address();
+        let pending = self.pending.take();
+        let upstream = match &pending {
+            Some(_) => super::span("upstream_address", upstream_address),
+            None => None,
+        };
+        // stateful_session puts the host it used in the response whenever that is not the host
+        // the request was pinned to: never show it to the client. (Backends' own copies are
+        // removed by the route's response_headers_to_remove, before stateful_session runs.)
+        let pinned_there = upstream.is_some() && pending.as_ref().and_then(Pending::pin) == upstream;
+        if !pinned_there {
+            super::span("strip_response", || {
+                let _ = ffi::remove_header(Map::ResponseHeaders, &plugin.config.override_header);
+            });
+        }
+        let Some(pending) = pending else { return Action::Continue };
         let result = match pending {
             Pending::Cookie(pending) => cookie::response(&plugin, pending, upstream),
             Pending::Table(pending) => table::response(&plugin, pending, upstream),
@@ -105,7 +147,7 @@ fn profile_name(plugin: &Plugin, profile: usize) -> &str {
 const RECORD: [&str; 1] = ["persistence"];
 
 fn record(plugin: &Plugin, text: &str) {
-    if ffi::set_property(&RECORD, text.as_bytes()).is_err() {
+    if super::span("record", || ffi::set_property(&RECORD, text.as_bytes())).is_err() {
         plugin.metrics.count(FilterCounter::HostErrors);
     }
 }
@@ -114,9 +156,23 @@ fn type_name(plugin: &Plugin, profile: usize) -> &'static str {
     plugin.config.profiles.get(profile).map_or("?", |p| p.kind.type_name())
 }
 
-/// Records the request-time decision: `pin` the server the request is sent to, or why not.
-fn decided(plugin: &Plugin, profile: usize, pin: Option<Endpoint>, why: Option<(&str, &str)>) {
-    record(plugin, &report::decision(profile_name(plugin, profile), type_name(plugin, profile), pin, why));
+/// The request-time decision: `pin` the server the request is sent to, or why not. It becomes the
+/// record only when the request has no response phase for the filter (`responds` false; otherwise
+/// the outcome replaces it), and the `decision_header` when one is configured.
+fn decided(plugin: &Plugin, profile: usize, pin: Option<Endpoint>, why: Option<(&str, &str)>, responds: bool) {
+    let header = plugin.config.decision_header.as_deref();
+    if responds && header.is_none() {
+        return;
+    }
+    let text = report::decision(profile_name(plugin, profile), type_name(plugin, profile), pin, why);
+    if !responds {
+        record(plugin, &text);
+    }
+    if let Some(header) = header {
+        if ffi::replace_header(Map::RequestHeaders, header, text.as_bytes()).is_err() {
+            plugin.metrics.count(FilterCounter::HostErrors);
+        }
+    }
 }
 
 /// Counts, logs and records what happened once Envoy chose `upstream`.
@@ -128,23 +184,18 @@ fn log_outcome(plugin: &Plugin, profile: usize, outcome: Outcome, upstream: Opti
 }
 
 /// Only the filter may name an upstream: a client-supplied override header is removed on every
-/// request, whether or not a profile applies.
-fn strip_client_override(plugin: &Plugin) {
-    let header = &plugin.config.override_header;
-    match ffi::header(Map::RequestHeaders, header) {
-        Ok(None) => {}
-        Ok(Some(_)) => {
-            plugin.metrics.count(FilterCounter::SpoofedOverrideHeader);
-            log::debug!("removed a client-supplied {header} header");
-            if ffi::remove_header(Map::RequestHeaders, header).is_err() {
-                plugin.metrics.count(FilterCounter::HostErrors);
-            }
-        }
-        Err(_) => {
-            // Could not tell: remove anyway.
-            let _ = ffi::remove_header(Map::RequestHeaders, header);
+/// request, whether or not a profile applies (and so is a client-supplied decision header).
+fn strip_client_headers(plugin: &Plugin, headers: &ffi::Headers) {
+    let override_header = &plugin.config.override_header;
+    if headers.first(override_header).is_some() {
+        plugin.metrics.count(FilterCounter::SpoofedOverrideHeader);
+        log::debug!("removed a client-supplied {override_header} header");
+        if ffi::remove_header(Map::RequestHeaders, override_header).is_err() {
             plugin.metrics.count(FilterCounter::HostErrors);
         }
+    }
+    if let Some(decision) = plugin.config.decision_header.as_deref().filter(|h| headers.first(h).is_some()) {
+        let _ = ffi::remove_header(Map::RequestHeaders, decision);
     }
 }
 
@@ -156,16 +207,18 @@ fn select_profile(plugin: &Plugin) -> Option<usize> {
         let found = config.profile_index(&name);
         if found.is_none() {
             plugin.metrics.count(FilterCounter::UnknownProfile);
-            if plugin.warned_profiles.borrow_mut().insert(name.to_string()) {
-                log::warn!("route metadata names profile {name:?}, which the plugin configuration does not define: no persistence on that route");
+            let mut warned = plugin.warned_profiles.borrow_mut();
+            if !warned.iter().any(|w| *w == name) {
+                warned.push(name.to_string());
+                log::warn!("route metadata names profile {}, which the plugin configuration does not define: no persistence on that route", crate::config::reader::quoted(&name));
             }
         }
         return found;
     }
     if !config.routes.is_empty() {
         if let Ok(Some(route)) = ffi::property(&ROUTE_NAME) {
-            if let Some(index) = std::str::from_utf8(&route).ok().and_then(|r| config.routes.get(r)) {
-                return Some(*index);
+            if let Some(index) = std::str::from_utf8(&route).ok().and_then(|r| config.route_profile(r)) {
+                return Some(index);
             }
         }
     }
@@ -180,7 +233,7 @@ fn pin(plugin: &Plugin, endpoint: &Endpoint) -> HostResult<()> {
 
 /// Replaces all Cookie headers by the rewritten ones (None: unchanged); several become one
 /// (RFC 9110 allows joining them with "; "), an emptied one disappears.
-fn rewrite_cookie_headers(original: &[Vec<u8>], rewritten: &[Option<Vec<u8>>]) -> HostResult<()> {
+fn rewrite_cookie_headers(original: &[&[u8]], rewritten: &[Option<Vec<u8>>]) -> HostResult<()> {
     if rewritten.iter().all(Option::is_none) {
         return Ok(());
     }
@@ -198,15 +251,23 @@ fn rewrite_cookie_headers(original: &[Vec<u8>], rewritten: &[Option<Vec<u8>>]) -
     result.map_err(|status| ("rewriting Cookie", status))
 }
 
-/// Fresh random bytes for a token nonce; None (logged, counted) if the host has no randomness.
+/// The next token nonce of this VM; None (logged, counted) if the host has no randomness to start
+/// a sequence with.
 fn nonce(plugin: &Plugin) -> Option<[u8; crate::token::NONCE_LEN]> {
-    let mut nonce = [0u8; crate::token::NONCE_LEN];
-    if getrandom::fill(&mut nonce).is_err() {
-        log::error!("no randomness for a token nonce: nothing sealed");
+    let mut sequence = plugin.nonces.borrow_mut();
+    if let Some(nonce) = sequence.as_mut().and_then(crate::token::NonceSequence::next) {
+        return Some(nonce);
+    }
+    let mut prefix = [0u8; 8];
+    if getrandom::fill(&mut prefix).is_err() {
+        log::error!("no randomness for token nonces: nothing sealed");
         plugin.metrics.count(FilterCounter::HostErrors);
         return None;
     }
-    Some(nonce)
+    let mut fresh = crate::token::NonceSequence::new(prefix);
+    let nonce = fresh.next();
+    *sequence = Some(fresh);
+    nonce
 }
 
 fn property_address(path: &[&str]) -> Option<SocketAddr> {

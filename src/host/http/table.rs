@@ -19,6 +19,14 @@ pub struct Pending {
     snapshot: Snapshot,
     pin: Option<Entry<Endpoint>>,
     timeout: u32,
+    /// The clock at the request (the response uses it too: one clock read per request).
+    now: u32,
+}
+
+impl Pending {
+    pub fn pin(&self) -> Option<Endpoint> {
+        self.pin.map(|entry| entry.record)
+    }
 }
 
 pub fn client_ip_request(plugin: &Plugin, profile: usize, settings: &client_ip::Settings) -> HostResult<Option<Pending>> {
@@ -41,15 +49,15 @@ pub fn client_key(plugin: &Plugin, profile: usize, granularity: client_ip::Granu
 
 /// Looks `key` up and remembers what the response needs.
 pub fn keyed_request(plugin: &Plugin, profile: usize, key: u64, timeout: u32, connection_aware: bool) -> HostResult<Option<Pending>> {
-    let Some((snapshot, live)) = lookup(plugin, profile, key, timeout, connection_aware)? else { return Ok(None) };
-    decided(plugin, profile, live.map(|e| e.record), None);
-    Ok(Some(Pending { profile, key, snapshot, pin: live, timeout }))
+    let now = ffi::now_seconds() as u32;
+    let Some((snapshot, live)) = lookup(plugin, profile, key, timeout, connection_aware, now)? else { return Ok(None) };
+    decided(plugin, profile, live.map(|e| e.record), None, true);
+    Ok(Some(Pending { profile, key, snapshot, pin: live, timeout, now }))
 }
 
 pub fn response(plugin: &Plugin, pending: Pending, upstream: Option<Endpoint>) -> HostResult<()> {
-    let Pending { profile, key, snapshot, pin, timeout } = pending;
+    let Pending { profile, key, snapshot, pin, timeout, now } = pending;
     let Some(Profile { server_down, .. }) = plugin.config.profiles.get(profile) else { return Ok(()) };
-    let now = ffi::now_seconds() as u32;
     let (outcome, write) = table_backed::decide(pin, upstream, *server_down, timeout, now);
     log_outcome(plugin, profile, outcome, upstream, None);
     if let Some(write) = write {
@@ -65,11 +73,10 @@ pub fn table_of(plugin: &Plugin, profile: usize) -> Option<&Table> {
 
 /// Looks `key` up (one bucket read) and pins the request if a live entry names a server. Returns
 /// the snapshot (reused by the response's write) and the live entry.
-pub fn lookup(plugin: &Plugin, profile: usize, key: u64, timeout: u32, connection_aware: bool) -> HostResult<Option<(Snapshot, Option<Entry<Endpoint>>)>> {
+pub fn lookup(plugin: &Plugin, profile: usize, key: u64, timeout: u32, connection_aware: bool, now: u32) -> HostResult<Option<(Snapshot, Option<Entry<Endpoint>>)>> {
     let Some(table) = table_of(plugin, profile) else { return Ok(None) };
     let store = SharedData;
     let snapshot = table.read(&store, key).map_err(|e| ("reading the shared table", store_status(e)))?;
-    let now = ffi::now_seconds() as u32;
     let entry: Option<Entry<Endpoint>> = table.find(&snapshot, key);
     let live = entry.filter(|e| {
         table_backed::alive(e, timeout, now) || (connection_aware && connections_keep_alive(&plugin.connections, key, timeout, now))

@@ -27,8 +27,8 @@ pub fn request(plugin: &Plugin, profile: usize, settings: &Settings) -> HostResu
     match settings.fallback {
         Fallback::None => {
             plugin.metrics.count_profile(profile, ProfileCounter::NoKey);
-            decided(plugin, profile, None, Some(("reason", "no_key")));
-            log::debug!("profile {}: no {:?} on this connection: load balancing", profile_name(plugin, profile), settings.key);
+            decided(plugin, profile, None, Some(("reason", "no_key")), false);
+            log::debug!("profile {}: no {} on this connection: load balancing", profile_name(plugin, profile), settings.key.name());
             Ok(None)
         }
         Fallback::ClientIp => {
