@@ -6,7 +6,7 @@ TEST_THREADS ?= 3
 
 BENCH_WASM := target/bench/wasm32-wasip1/release/envoy_persistence.wasm
 
-.PHONY: build envoy browser bench-tools bench-wasm test unit integration demo demo-check bench bench-smoke clean
+.PHONY: build envoy browser bench-tools bench-wasm test lint unit integration demo demo-check bench bench-smoke clean
 
 ## build: the release .wasm (installs the wasm toolchain if missing)
 build:
@@ -21,8 +21,14 @@ envoy:
 browser:
 	@scripts/install-browser.sh
 
-## test: native unit tests, then integration tests against the real Envoy (and a real browser)
-test: build envoy browser unit integration bench-smoke
+## test: lints, native unit tests, integration tests against the real Envoy (and a real browser),
+## and one short round of the benchmark
+test: build envoy browser lint unit integration bench-smoke
+
+## lint: clippy with unwrap/expect/panic denied outside tests (Cargo.toml [lints]), for the module
+## as shipped, the benchmark build, and the native code and tests
+lint:
+	scripts/lint.sh
 
 unit:
 	cargo test --lib

@@ -2,7 +2,7 @@
 //! curl session that shows the persistence cookie being issued and honoured. Ctrl-C stops it all.
 //!
 //! Reuses the integration-test harness, so the demo runs exactly what the tests run.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -14,8 +14,11 @@ pub struct Keyring {
     /// Tokens this keyring opened recently (see `token::open`): returning clients present the same
     /// token on every request, and AES-GCM without AES instructions costs microseconds in Wasm.
     /// Direct-mapped: a token has one slot (by hash), a newer token in the same slot replaces it.
-    pub(crate) recently_opened: RefCell<Vec<Option<(Vec<u8>, crate::token::Opened)>>>,
+    pub(crate) recently_opened: RefCell<Vec<Option<CachedToken>>>,
 }
+
+/// A cache key (purpose, name, token) and what opening it gave.
+type CachedToken = (Vec<u8>, crate::token::Opened);
 
 /// Slots of the recently-opened cache.
 const RECENTLY_OPENED: usize = 1024;

@@ -70,7 +70,7 @@ impl NonceSequence {
     }
 
     /// The next nonce; None once the counter is used up (start a new sequence).
-    pub fn next(&mut self) -> Option<[u8; NONCE_LEN]> {
+    pub fn next_nonce(&mut self) -> Option<[u8; NONCE_LEN]> {
         let counter = self.counter;
         self.counter = counter.checked_add(1)?;
         let mut nonce = [0u8; NONCE_LEN];
@@ -279,14 +279,14 @@ mod tests {
     #[test]
     fn nonce_sequences_never_repeat_and_end_before_wrapping() {
         let mut sequence = NonceSequence::new([7; 8]);
-        let first = sequence.next().unwrap();
-        let second = sequence.next().unwrap();
+        let first = sequence.next_nonce().unwrap();
+        let second = sequence.next_nonce().unwrap();
         assert_ne!(first, second);
         assert_eq!(&first[..8], &[7; 8]);
         sequence.counter = u32::MAX - 1;
-        assert!(sequence.next().is_some());
-        assert_eq!(sequence.next(), None, "no wrap-around to a used nonce");
-        assert_ne!(NonceSequence::new([1; 8]).next(), NonceSequence::new([2; 8]).next());
+        assert!(sequence.next_nonce().is_some());
+        assert_eq!(sequence.next_nonce(), None, "no wrap-around to a used nonce");
+        assert_ne!(NonceSequence::new([1; 8]).next_nonce(), NonceSequence::new([2; 8]).next_nonce());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! App cookie persistence in a real Envoy 1.40 (envoy/app-cookie.yaml and app-cookie-prefix.yaml),
 //! in front of three servlet-like backends that issue JSESSIONID as Tomcat does.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! Client IP persistence in a real Envoy 1.40 (envoy/client-ip.yaml, re-ported): clients are real
 //! TCP connections from distinct loopback source addresses.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
 
@@ -237,8 +237,8 @@ fn server_down_immediate_moves_clients_and_rewrites_their_entries() {
     }
     down.set_healthy(true);
     envoy.wait_health(down, true);
-    for n in 0..12 {
-        assert_eq!(from(&envoy, client(n)), moved[n], "moved clients stay on their new server");
+    for (n, server) in moved.iter().enumerate() {
+        assert_eq!(&from(&envoy, client(n)), server, "moved clients stay on their new server");
     }
     let on_down = first.iter().filter(|s| **s == down.name).count() as u64;
     assert_eq!(envoy.counter("persistence.clients.repicked"), on_down);
@@ -254,8 +254,8 @@ fn server_down_never_keeps_clients_on_their_unhealthy_server() {
     let down = backends.iter().find(|b| b.name == first[0]).unwrap();
     down.set_healthy(false);
     envoy.wait_health(down, false);
-    for n in 0..9 {
-        assert_eq!(from(&envoy, client(n)), first[n]);
+    for (n, server) in first.iter().enumerate() {
+        assert_eq!(&from(&envoy, client(n)), server);
     }
     assert_ne!(from(&envoy, client(50)), down.name, "new clients avoid the unhealthy server");
     assert_eq!(envoy.counter("persistence.clients.repicked"), 0);

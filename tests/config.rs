@@ -1,6 +1,6 @@
 //! Plugin configuration in a real Envoy: bad configurations are refused with a message that names
 //! the field and the rule; profiles are chosen per route (metadata, route name, default).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
 

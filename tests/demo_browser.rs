@@ -1,7 +1,7 @@
 //! The demo, seen by a real browser: headless Chromium opens the demo (envoy/http-cookie.yaml with
 //! three backends), gets the persistence cookie, keeps it, and stays on one backend across reloads.
 //! Leaves a screenshot in target/demo-screenshot.png (not committed).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
 

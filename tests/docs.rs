@@ -1,7 +1,7 @@
 //! README.md is the reference operators read: every configuration field the code accepts and every
 //! stat it defines must be documented there. The field lists come from the code itself (the
 //! configuration reader's "known fields" message), so a new field without documentation fails.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use envoy_persistence::config::Config;
 use envoy_persistence::metrics::{entries_stat, profile_stat, FilterCounter, ProfileCounter, CONNECTION_CONFLICTS, TRACKED_CLIENTS};

@@ -1,6 +1,6 @@
 //! HTTP cookie persistence in a real Envoy 1.40 with three real backends
 //! (envoy/http-cookie.yaml and envoy/http-cookie-never.yaml, re-ported).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! Custom HTTP header persistence in a real Envoy 1.40 (envoy/http-header.yaml): values of
 //! `x-tenant` statically assigned to servers.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
 
@@ -79,7 +79,8 @@ fn server_down_immediate_load_balances_never_keeps() {
 #[test]
 fn envoy_refuses_bad_server_assignments_naming_the_fields() {
     let backends = Backend::start_many(3);
-    let cases: [(fn(&mut Value), &str); 2] = [
+    type Edit = fn(&mut Value);
+    let cases: [(Edit, &str); 2] = [
         (|p| p["profiles"][0]["http_header"]["servers"][1]["values"] = json!(["initech", "acme"]),
          "profiles[0].http_header.servers[1].values[1]: \"acme\" is already assigned to"),
         (|p| p["profiles"][0]["http_header"]["servers"][0]["address"] = json!("backend-1:8080"),

@@ -1,6 +1,6 @@
 //! What an operator sees: stats in /stats and /stats/prometheus, and the per-request record the
 //! shipped configurations print in their access logs (%FILTER_STATE(wasm.persistence:PLAIN)%).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
 

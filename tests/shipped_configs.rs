@@ -2,7 +2,7 @@
 //! ones the tests run, and they agree with each other: Envoy 1.40 accepts every configuration with
 //! the built module, the filter order and the header names match, and the Istio and compose files
 //! match the configurations. A wrong header name in any one file fails these tests.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
 
@@ -64,7 +64,7 @@ fn wiring_problems(config: &Value) -> Vec<String> {
                 }
                 let uses_session_id = plugin.profiles.iter().any(|p| matches!(&p.kind, Kind::Tls(s) if s.key == KeySource::SessionId) && !p.builtin);
                 let set_filter_state = filters.iter().position(|f| type_of(f).contains(".set_filter_state."));
-                if uses_session_id && !set_filter_state.is_some_and(|s| s < wasm) {
+                if uses_session_id && set_filter_state.is_none_or(|s| s > wasm) {
                     problems.push("a tls session_id profile needs set_filter_state (tls.sid) before the filter".into());
                 }
                 let needs_connections = plugin.profiles.iter().any(|p| !p.builtin && p.kind.tracking().is_some());

@@ -5,7 +5,7 @@
 //! order each round); the table reports medians and the spread. Also reports the .wasm size,
 //! Envoy's memory with the module, and the client IP table's bytes per entry, and writes
 //! BENCHMARKS.md. `--smoke` runs one short round (part of `make test`, so this cannot rot).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 #[path = "../../tests/common/mod.rs"]
 mod common;

@@ -72,14 +72,14 @@ fn read(root: Field, errors: &mut Errors) -> Option<Config> {
 
     let keys = object.field("keys").map(|f| read_keys(f, errors)).unwrap_or_default();
     let primary_key_id = match object.field("primary_key_id") {
-        Some(field) => field.integer(1, 255, errors).and_then(|id| {
+        Some(field) => field.integer(1, 255, errors).map(|id| {
             let id = id as u8;
             if keys.is_empty() {
                 errors.add(&field.path, "is set but no keys are configured");
             } else if !keys.iter().any(|(key_id, _)| *key_id == id) {
                 errors.add(&field.path, format!("must be the id of one of the keys, got {id}"));
             }
-            Some(id)
+            id
         }),
         None => match keys.as_slice() {
             [] => None,

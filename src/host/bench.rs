@@ -106,9 +106,12 @@ pub mod spans {
     use std::cell::RefCell;
     use std::collections::HashMap;
 
+    /// Nanoseconds, calls, and the ids of the two counters once defined.
+    type SpanTotal = (u64, u64, Option<(u32, u32)>);
+
     #[derive(Default)]
     struct Totals {
-        spans: HashMap<&'static str, (u64, u64, Option<(u32, u32)>)>,
+        spans: HashMap<&'static str, SpanTotal>,
         pending: u32,
     }
 

@@ -156,7 +156,11 @@ impl Tracking {
     pub fn decode(bytes: &[u8]) -> Option<Tracking> {
         let (&TRACKING_FORMAT, rest) = bytes.split_first()? else { return None };
         let (timeout, rest) = rest.split_first_chunk::<4>()?;
-        let granularities = rest.chunks_exact(2).map(|g| Granularity { ipv4: g[0].clamp(1, 32), ipv6: g[1].clamp(1, 128) }).collect();
+        let granularities = rest.chunks_exact(2).filter_map(|g| match g {
+            [ipv4, ipv6] => Some(Granularity { ipv4: (*ipv4).clamp(1, 32), ipv6: (*ipv6).clamp(1, 128) }),
+            _ => None,
+        });
+        let granularities = granularities.collect();
         Some(Tracking { granularities, max_timeout: u32::from_le_bytes(*timeout) })
     }
 

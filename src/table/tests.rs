@@ -90,9 +90,12 @@ fn a_full_bucket_drops_expired_entries_first_then_the_least_recently_used() {
 }
 
 /// Another worker writes the same bucket between our read and our write.
+/// A write another worker makes in between.
+type Interference<'a> = Box<dyn FnOnce(&MemoryStore) + 'a>;
+
 struct Interfering<'a> {
     inner: &'a MemoryStore,
-    before_next_set: RefCell<Vec<Box<dyn FnOnce(&MemoryStore) + 'a>>>,
+    before_next_set: RefCell<Vec<Interference<'a>>>,
 }
 
 impl Store for Interfering<'_> {

@@ -1,6 +1,6 @@
 //! The integration-test harness: real Envoy, real backends, real HTTP. Every test file does
 //! `mod common;` and uses what it needs.
-#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 pub mod backend;
 pub mod browser;

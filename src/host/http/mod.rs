@@ -255,7 +255,7 @@ fn rewrite_cookie_headers(original: &[&[u8]], rewritten: &[Option<Vec<u8>>]) -> 
 /// a sequence with.
 fn nonce(plugin: &Plugin) -> Option<[u8; crate::token::NONCE_LEN]> {
     let mut sequence = plugin.nonces.borrow_mut();
-    if let Some(nonce) = sequence.as_mut().and_then(crate::token::NonceSequence::next) {
+    if let Some(nonce) = sequence.as_mut().and_then(crate::token::NonceSequence::next_nonce) {
         return Some(nonce);
     }
     let mut prefix = [0u8; 8];
@@ -265,7 +265,7 @@ fn nonce(plugin: &Plugin) -> Option<[u8; crate::token::NONCE_LEN]> {
         return None;
     }
     let mut fresh = crate::token::NonceSequence::new(prefix);
-    let nonce = fresh.next();
+    let nonce = fresh.next_nonce();
     *sequence = Some(fresh);
     nonce
 }
