@@ -6,7 +6,7 @@ TEST_THREADS ?= 3
 
 BENCH_WASM := target/bench/wasm32-wasip1/release/envoy_persistence.wasm
 
-.PHONY: build envoy browser bench-tools bench-wasm test lint unit integration demo demo-check bench bench-smoke clean
+.PHONY: build envoy browser bench-tools bench-wasm test lint unit integration fuzz-smoke fuzz soak demo demo-check bench bench-smoke clean
 
 ## build: the release .wasm (installs the wasm toolchain if missing)
 build:
@@ -23,7 +23,7 @@ browser:
 
 ## test: lints, native unit tests, integration tests against the real Envoy (and a real browser),
 ## and one short round of the benchmark
-test: build envoy browser lint unit integration bench-smoke
+test: build envoy browser lint unit fuzz-smoke integration bench-smoke
 
 ## lint: clippy with unwrap/expect/panic denied outside tests (Cargo.toml [lints]), for the module
 ## as shipped, the benchmark build, and the native code and tests
@@ -32,6 +32,20 @@ lint:
 
 unit:
 	cargo test --lib
+
+## fuzz-smoke: every fuzz target briefly (libFuzzer + ASan; part of make test so they keep building)
+fuzz-smoke:
+	scripts/fuzz.sh smoke
+
+## fuzz: 10 million executions or 20 minutes per target
+fuzz:
+	scripts/fuzz.sh long
+
+## soak: the fault-under-load test for longer (make test runs it for 30 s)
+SOAK_SECONDS ?= 90
+soak: build envoy
+	ENVOY_BIN=$$(scripts/install-envoy.sh 2>/dev/null) PERSISTENCE_WASM=$(CURDIR)/$(WASM) SOAK_SECONDS=$(SOAK_SECONDS) \
+	  cargo test --test soak -- --nocapture
 
 integration:
 	ENVOY_BIN=$$(scripts/install-envoy.sh 2>/dev/null) PERSISTENCE_WASM=$(CURDIR)/$(WASM) \

@@ -154,6 +154,11 @@ impl Table {
         ((hash >> 32) as u32) & (self.buckets - 1)
     }
 
+    /// The shared-data key of the bucket that holds `hash`.
+    pub fn bucket_key_for(&self, hash: u64) -> String {
+        self.bucket_key(self.index(hash))
+    }
+
     fn bucket_key(&self, index: u32) -> String {
         format!("{}.{index:x}", self.prefix)
     }
@@ -279,7 +284,7 @@ impl Table {
 
 /// The entries of a bucket value; stops at the first malformed byte (a damaged tail is dropped on
 /// the next write rather than trusted).
-fn entries<R: Record>(bytes: &[u8]) -> impl Iterator<Item = (u64, Entry<R>)> + '_ {
+pub fn entries<R: Record>(bytes: &[u8]) -> impl Iterator<Item = (u64, Entry<R>)> + '_ {
     let mut rest = match bytes.split_first() {
         Some((&FORMAT, rest)) => rest,
         _ => &[][..],

@@ -25,6 +25,11 @@ impl Connection {
         Connection::wrap(socket.into())
     }
 
+    /// Wraps a connected stream.
+    pub fn from_stream(stream: TcpStream) -> Connection {
+        Connection::wrap(stream)
+    }
+
     fn wrap(stream: TcpStream) -> Connection {
         stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
         let writer = stream.try_clone().expect("clone");

@@ -269,12 +269,14 @@ impl Envoy {
     }
 
     /// Pushes the listeners of `config` (LDS); returns once Envoy accepted or rejected the update.
+    /// A later `restart` starts from this configuration.
     pub fn update_listeners(&mut self, config: &EnvoyConfig) {
         let lds = self.lds.clone().expect("started with start_dynamic");
         let before = self.lds_updates();
         write_lds(&lds, &config.prepared());
         self.wait_until("the LDS update to be accepted or rejected", || self.lds_updates() > before);
         self.listeners = self.read_listeners();
+        self.config = config.clone();
     }
 
     /// (accepted + rejected) LDS updates so far.
@@ -460,6 +462,19 @@ impl Envoy {
     /// Stops Envoy so that its buffered access log is flushed (the log stays readable).
     pub fn stop_for_logs(&mut self) {
         self.stop();
+    }
+
+    /// Asserts that no Wasm VM of this Envoy failed: no reloads (the examples use FAIL_RELOAD, so
+    /// a crash shows as a reload), no VM created after startup, no panic or VM failure logged.
+    pub fn assert_vm_healthy(&self) {
+        let stats = self.stats();
+        for (name, value) in stats.iter().filter(|(k, _)| k.starts_with("wasm.") && k.contains(".vm_reload")) {
+            assert_eq!(*value, 0, "{name}: a Wasm VM was reloaded (it failed)");
+        }
+        let log = self.log();
+        for sign in ["panicked", "Wasm VM failed", "wasm trap", "Function: proxy_on"] {
+            assert!(!log.contains(sign), "Envoy log shows {sign:?}");
+        }
     }
 
     /// Lines the filter logged (Envoy prefixes them with "wasm log").
