@@ -419,12 +419,17 @@ impl Envoy {
 
     /// Waits until Envoy's health checks see `backend` as `healthy` (or not).
     pub fn wait_health(&self, backend: &Backend, healthy: bool) {
+        self.wait_health_marked(backend, healthy);
+        // Admin shows the main thread's view; workers receive the change a moment later.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// Returns as soon as Envoy's main thread has marked `backend` (within 50 ms of it).
+    pub fn wait_health_marked(&self, backend: &Backend, healthy: bool) {
         let host = backend.addr.to_string();
         self.wait_until(&format!("{host} healthy={healthy}"), || {
             self.host_health().iter().any(|(key, flags)| key.ends_with(&format!("::{host}")) && (flags == "healthy") == healthy)
         });
-        // Admin shows the main thread's view; workers receive the change a moment later.
-        std::thread::sleep(Duration::from_millis(300));
     }
 
     pub fn wait_until(&self, what: &str, mut done: impl FnMut() -> bool) {
