@@ -199,10 +199,10 @@ fn docker_compose_runs_the_shipped_configs_and_backends() {
     let compose = yaml("envoy/docker-compose.yaml");
     let envoy = &compose["services"]["envoy"];
     assert!(envoy["image"].as_str().unwrap().starts_with("envoyproxy/envoy:v1.40"));
-    assert_eq!(envoy["working_dir"], "/work");
-    assert!(envoy["volumes"].as_array().unwrap().iter().any(|v| v == "..:/work:ro"), "the repository is mounted where the configs expect it");
+    assert_eq!(envoy["working_dir"], "/repo");
+    assert!(envoy["volumes"].as_array().unwrap().iter().any(|v| v == "..:/repo:ro"), "the repository is mounted where the configs expect it");
     let command: Vec<&str> = envoy["command"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-    let config = command.iter().find_map(|a| a.strip_prefix("/work/envoy/${CONFIG:-")).and_then(|a| a.strip_suffix('}')).expect("config path");
+    let config = command.iter().find_map(|a| a.strip_prefix("/repo/envoy/${CONFIG:-")).and_then(|a| a.strip_suffix('}')).expect("config path");
     assert!(envoy_configs().contains(&config.to_string()), "{config}");
     // The backends listen where the shipped configs' clusters point.
     let shipped = EnvoyConfig::load(config).value;
