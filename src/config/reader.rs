@@ -196,6 +196,17 @@ impl<'a> Object<'a> {
     }
 }
 
+/// For the profiles' unit tests: runs a section parser on `value` at `path`; the parsed settings,
+/// or every error as the operator would read it.
+#[cfg(test)]
+pub fn parse_section<T>(path: &str, value: &Value, parse: impl FnOnce(Option<Field>, &mut Errors) -> Option<T>) -> Result<T, Vec<String>> {
+    let mut errors = Errors::default();
+    match parse(Some(Field { path: path.into(), value }), &mut errors) {
+        Some(settings) if errors.0.is_empty() => Ok(settings),
+        _ => Err(errors.0.iter().map(ToString::to_string).collect()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -173,16 +173,11 @@ impl Tracking {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::reader::parse_section;
     use serde_json::json;
 
     fn parse(section: serde_json::Value) -> Result<Settings, Vec<String>> {
-        let mut errors = Errors::default();
-        let settings = Settings::parse(Some(Field { path: "client_ip".into(), value: &section }), &mut errors);
-        if errors.0.is_empty() {
-            Ok(settings)
-        } else {
-            Err(errors.0.iter().map(ToString::to_string).collect())
-        }
+        parse_section("client_ip", &section, |field, errors| Some(Settings::parse(field, errors)))
     }
 
     #[test]

@@ -256,6 +256,7 @@ pub fn set_cookie_header(settings: &Settings, keyring: &Keyring, reply: &Reply, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::reader::parse_section;
     use crate::endpoint;
     use serde_json::json;
 
@@ -270,13 +271,7 @@ mod tests {
     }
 
     fn parse(section: serde_json::Value) -> Result<Settings, Vec<String>> {
-        let mut errors = Errors::default();
-        let settings = Settings::parse(Some(Field { path: "http_cookie".into(), value: &section }), &mut errors);
-        if errors.0.is_empty() {
-            Ok(settings)
-        } else {
-            Err(errors.0.iter().map(ToString::to_string).collect())
-        }
+        parse_section("http_cookie", &section, |field, errors| Some(Settings::parse(field, errors)))
     }
 
     fn cookie_for(settings: &Settings, keys: &Keyring, claims: Claims) -> Vec<u8> {

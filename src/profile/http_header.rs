@@ -100,15 +100,11 @@ fn is_header_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::reader::parse_section;
     use serde_json::json;
 
     fn parse(section: serde_json::Value) -> Result<Settings, Vec<String>> {
-        let mut errors = Errors::default();
-        let settings = Settings::parse(Some(Field { path: "http_header".into(), value: &section }), &mut errors, "http_header");
-        match settings {
-            Some(settings) if errors.0.is_empty() => Ok(settings),
-            _ => Err(errors.0.iter().map(ToString::to_string).collect()),
-        }
+        parse_section("http_header", &section, |field, errors| Settings::parse(field, errors, "http_header"))
     }
 
     #[test]

@@ -95,16 +95,11 @@ pub fn certificate_key(digest: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::reader::parse_section;
     use serde_json::json;
 
     fn parse(section: serde_json::Value) -> Result<Settings, Vec<String>> {
-        let mut errors = Errors::default();
-        let settings = Settings::parse(Some(Field { path: "tls".into(), value: &section }), &mut errors);
-        if errors.0.is_empty() {
-            Ok(settings)
-        } else {
-            Err(errors.0.iter().map(ToString::to_string).collect())
-        }
+        parse_section("tls", &section, |field, errors| Some(Settings::parse(field, errors)))
     }
 
     #[test]

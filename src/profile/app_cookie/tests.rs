@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::reader::parse_section;
 use crate::endpoint;
 use serde_json::json;
 
@@ -7,12 +8,7 @@ fn server(n: u8) -> Endpoint {
 }
 
 fn parse(section: serde_json::Value) -> Result<Settings, Vec<String>> {
-    let mut errors = Errors::default();
-    let settings = Settings::parse(Some(Field { path: "app_cookie".into(), value: &section }), &mut errors, "app_cookie");
-    match settings {
-        Some(settings) if errors.0.is_empty() => Ok(settings),
-        _ => Err(errors.0.iter().map(ToString::to_string).collect()),
-    }
+    parse_section("app_cookie", &section, |field, errors| Settings::parse(field, errors, "app_cookie"))
 }
 
 #[test]
