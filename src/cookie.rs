@@ -103,15 +103,23 @@ pub fn parse_set_cookie(header: &[u8]) -> Option<SetCookie<'_>> {
     Some(SetCookie { name, value: value.get(1..).unwrap_or_default().trim_ascii(), attributes })
 }
 
-/// RFC 6265 cookie-name: an HTTP token.
-pub fn is_valid_name(name: &str) -> bool {
+/// An HTTP token (RFC 9110): what cookie names (RFC 6265) and header names are made of.
+pub fn is_token(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
+
+pub const NAME_RULE: &str = "must be a cookie name (letters, digits and !#$%&'*+-.^_`|~)";
 
 /// Characters allowed in a Path or Domain attribute value: visible ASCII except `;` and `,`.
 pub fn is_valid_attribute_value(value: &str) -> bool {
     value.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b';' && b != b',')
 }
+
+pub fn is_valid_path(path: &str) -> bool {
+    path.starts_with('/') && is_valid_attribute_value(path)
+}
+
+pub const PATH_RULE: &str = "must start with / and hold no spaces, ';' or ','";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SameSite {
@@ -249,8 +257,8 @@ mod tests {
 
     #[test]
     fn validates_names_and_attribute_values() {
-        assert!(is_valid_name("AVI_COOKIE") && is_valid_name("JSESSIONID") && is_valid_name("__Host-x"));
-        assert!(!is_valid_name("") && !is_valid_name("a b") && !is_valid_name("a=b") && !is_valid_name("a;b"));
+        assert!(is_token("AVI_COOKIE") && is_token("JSESSIONID") && is_token("__Host-x"));
+        assert!(!is_token("") && !is_token("a b") && !is_token("a=b") && !is_token("a;b"));
         assert!(is_valid_attribute_value("/app") && is_valid_attribute_value(".example.com"));
         assert!(!is_valid_attribute_value("/a;b") && !is_valid_attribute_value("/a b") && !is_valid_attribute_value("/\n"));
     }

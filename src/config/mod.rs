@@ -91,29 +91,19 @@ fn read(root: Field, errors: &mut Errors) -> Option<Config> {
         },
     };
 
-    let override_header = match object.field("override_header") {
-        Some(field) => match field.string(errors) {
-            Some(name) if is_lowercase_header_name(name) => name.to_string(),
-            Some(name) => {
-                errors.add(&field.path, format!("must be a lowercase HTTP header name, got {}", crate::config::reader::quoted(name)));
-                DEFAULT_OVERRIDE_HEADER.to_string()
-            }
-            None => DEFAULT_OVERRIDE_HEADER.to_string(),
-        },
-        None => DEFAULT_OVERRIDE_HEADER.to_string(),
-    };
+    let override_header = object
+        .field("override_header")
+        .and_then(|f| f.string_where(is_lowercase_header_name, HEADER_NAME_RULE, errors))
+        .unwrap_or(DEFAULT_OVERRIDE_HEADER)
+        .to_string();
 
-    let decision_header = object.field("decision_header").and_then(|field| match field.string(errors) {
-        Some(name) if is_lowercase_header_name(name) && name != override_header => Some(name.to_string()),
-        Some(name) if name == override_header => {
+    let decision_header = object.field("decision_header").and_then(|field| {
+        let name = field.string_where(is_lowercase_header_name, HEADER_NAME_RULE, errors)?;
+        if name == override_header {
             errors.add(&field.path, "must differ from override_header");
-            None
+            return None;
         }
-        Some(name) => {
-            errors.add(&field.path, format!("must be a lowercase HTTP header name, got {}", crate::config::reader::quoted(name)));
-            None
-        }
-        None => None,
+        Some(name.to_string())
     });
 
     let mut profiles: Vec<Profile> = Vec::new();
@@ -206,8 +196,10 @@ fn read_keys(field: Field, errors: &mut Errors) -> Vec<(u8, [u8; KEY_LEN])> {
 }
 
 fn is_lowercase_header_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b))
+    crate::cookie::is_token(name) && !name.bytes().any(|b| b.is_ascii_uppercase())
 }
+
+const HEADER_NAME_RULE: &str = "must be a lowercase HTTP header name";
 
 #[cfg(test)]
 mod tests;

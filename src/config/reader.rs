@@ -93,6 +93,16 @@ impl<'a> Field<'a> {
         found
     }
 
+    /// A string that passes `valid`; otherwise the error states `rule` and what was given.
+    pub fn string_where(&self, valid: impl Fn(&str) -> bool, rule: &str, errors: &mut Errors) -> Option<&'a str> {
+        let found = self.string(errors)?;
+        if valid(found) {
+            return Some(found);
+        }
+        errors.add(&self.path, format!("{rule}, got {}", quoted(found)));
+        None
+    }
+
     /// An integer in `min..=max`; the error says the range and what was given.
     pub fn integer(&self, min: u64, max: u64, errors: &mut Errors) -> Option<u64> {
         match self.value.as_u64() {
@@ -163,6 +173,15 @@ impl<'a> Object<'a> {
         self.known.push(key);
         let value = self.map.get(key).filter(|v| !v.is_null())?;
         Some(Field { path: self.child_path(key), value })
+    }
+
+    /// The field `key`, which must be present: `rule` says what it is for.
+    pub fn required(&mut self, key: &'static str, rule: &str, errors: &mut Errors) -> Option<Field<'a>> {
+        let field = self.field(key);
+        if field.is_none() {
+            errors.add(&self.child_path(key), rule);
+        }
+        field
     }
 
     /// True when `key` is present with the value `null` (for fields where null means "turn off").

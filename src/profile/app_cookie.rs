@@ -40,20 +40,10 @@ impl Settings {
             errors.add(section_path, "is required (at least the application's cookie name, e.g. {\"name\": \"JSESSIONID\"})");
             return None;
         };
-        let name = match object.field("name") {
-            Some(field) => match field.string(errors) {
-                Some(name) if cookie::is_valid_name(name) => Some(name.to_string()),
-                Some(name) => {
-                    errors.add(&field.path, format!("must be a cookie name (letters, digits and !#$%&'*+-.^_`|~), got {}", crate::config::reader::quoted(name)));
-                    None
-                }
-                None => None,
-            },
-            None => {
-                errors.add(&object.child_path("name"), "is required (the application's session cookie, e.g. JSESSIONID)");
-                None
-            }
-        };
+        let name = object
+            .required("name", "is required (the application's session cookie, e.g. JSESSIONID)", errors)
+            .and_then(|f| f.string_where(cookie::is_token, cookie::NAME_RULE, errors))
+            .map(str::to_string);
         let mode = object.field("mode").and_then(|f| f.choice(&[("table", Mode::Table), ("prefix", Mode::Prefix)], errors)).unwrap_or(Mode::Table);
         let mut settings = Settings { name: String::new(), mode, timeout: 20 * 60, max_entries: super::client_ip::DEFAULT_MAX_ENTRIES, path: "/".into() };
         match mode {
@@ -64,12 +54,8 @@ impl Settings {
                 }
             }
             Mode::Prefix => {
-                if let Some(field) = object.field("path") {
-                    match field.string(errors) {
-                        Some(path) if path.starts_with('/') && cookie::is_valid_attribute_value(path) => settings.path = path.into(),
-                        Some(path) => errors.add(&field.path, format!("must start with / and hold no spaces, ';' or ',', got {}", crate::config::reader::quoted(path))),
-                        None => {}
-                    }
+                if let Some(path) = object.field("path").and_then(|f| f.string_where(cookie::is_valid_path, cookie::PATH_RULE, errors)) {
+                    settings.path = path.into();
                 }
             }
         }

@@ -51,12 +51,8 @@ impl Settings {
     pub fn parse(section: Option<Field>, errors: &mut Errors) -> Settings {
         let mut settings = Settings::default();
         let Some(mut object) = section.and_then(|field| field.object(errors)) else { return settings };
-        if let Some(field) = object.field("name") {
-            match field.string(errors) {
-                Some(name) if cookie::is_valid_name(name) => settings.name = name.to_string(),
-                Some(name) => errors.add(&field.path, format!("must be a cookie name (letters, digits and !#$%&'*+-.^_`|~), got {}", crate::config::reader::quoted(name))),
-                None => {}
-            }
+        if let Some(name) = object.field("name").and_then(|f| f.string_where(cookie::is_token, cookie::NAME_RULE, errors)) {
+            settings.name = name.to_string();
         }
         settings.timeout = object.field("timeout_minutes").and_then(|f| f.integer(10, 720, errors)).map(|m| m * MINUTE);
         if let Some(field) = object.field("idle_timeout_minutes") {
@@ -72,21 +68,12 @@ impl Settings {
         if let Some(always) = object.field("always_send").and_then(|f| f.bool(errors)) {
             settings.always_send = always;
         }
-        if let Some(field) = object.field("path") {
-            match field.string(errors) {
-                Some(path) if path.starts_with('/') && cookie::is_valid_attribute_value(path) => settings.attributes.path = path.into(),
-                Some(path) => errors.add(&field.path, format!("must start with / and hold no spaces, ';' or ',', got {}", crate::config::reader::quoted(path))),
-                None => {}
-            }
+        if let Some(path) = object.field("path").and_then(|f| f.string_where(cookie::is_valid_path, cookie::PATH_RULE, errors)) {
+            settings.attributes.path = path.into();
         }
-        if let Some(field) = object.field("domain") {
-            match field.string(errors) {
-                Some(domain) if !domain.is_empty() && cookie::is_valid_attribute_value(domain) => {
-                    settings.attributes.domain = Some(domain.into())
-                }
-                Some(domain) => errors.add(&field.path, format!("must be a domain name, got {}", crate::config::reader::quoted(domain))),
-                None => {}
-            }
+        let is_domain = |d: &str| !d.is_empty() && cookie::is_valid_attribute_value(d);
+        if let Some(domain) = object.field("domain").and_then(|f| f.string_where(is_domain, "must be a domain name", errors)) {
+            settings.attributes.domain = Some(domain.into());
         }
         if let Some(http_only) = object.field("http_only").and_then(|f| f.bool(errors)) {
             settings.attributes.http_only = http_only;

@@ -19,20 +19,10 @@ impl Settings {
             errors.add(section_path, "is required: {\"name\": \"<header>\", \"servers\": [{\"address\": \"ip:port\", \"values\": [...]}]}");
             return None;
         };
-        let name = match object.field("name") {
-            Some(field) => match field.string(errors) {
-                Some(name) if is_header_name(name) => Some(name.to_ascii_lowercase()),
-                Some(name) => {
-                    errors.add(&field.path, format!("must be an HTTP header name, got {}", crate::config::reader::quoted(name)));
-                    None
-                }
-                None => None,
-            },
-            None => {
-                errors.add(&object.child_path("name"), "is required (the request header to match)");
-                None
-            }
-        };
+        let name = object
+            .required("name", "is required (the request header to match)", errors)
+            .and_then(|f| f.string_where(crate::cookie::is_token, "must be an HTTP header name", errors))
+            .map(str::to_ascii_lowercase);
         // Sorted by value, each with where it was assigned (to name both places of a duplicate).
         let mut assigned: Vec<(String, String, Endpoint)> = Vec::new();
         match object.field("servers").and_then(|f| f.array(errors)) {
@@ -91,10 +81,6 @@ impl Settings {
         let found = self.servers.binary_search_by(|(v, _)| v.as_slice().cmp(value)).ok()?;
         self.servers.get(found).map(|(_, endpoint)| *endpoint)
     }
-}
-
-fn is_header_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]

@@ -176,20 +176,10 @@ fn is_valid_name(name: &str) -> bool {
 /// Reads one entry of `profiles`.
 pub fn parse(field: Field, errors: &mut Errors) -> Option<Profile> {
     let mut object = field.object(errors)?;
-    let name = match object.field("name") {
-        Some(field) => match field.string(errors) {
-            Some(name) if is_valid_name(name) => Some(name.to_string()),
-            Some(name) => {
-                errors.add(&field.path, format!("must be 1 to 64 letters, digits, '-' or '_', got {}", crate::config::reader::quoted(name)));
-                None
-            }
-            None => None,
-        },
-        None => {
-            errors.add(&object.child_path("name"), "is required");
-            None
-        }
-    };
+    let name = object
+        .required("name", "is required", errors)
+        .and_then(|f| f.string_where(is_valid_name, "must be 1 to 64 letters, digits, '-' or '_'", errors))
+        .map(str::to_string);
     let description = object.field("description").and_then(|f| f.string(errors)).map(str::to_string);
     let server_down = object
         .field("server_down")
