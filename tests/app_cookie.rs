@@ -99,15 +99,13 @@ fn a_new_session_id_moves_the_mapping() {
     assert_eq!(envoy.counter("persistence.java.entries"), 1, "the replaced id was forgotten");
     // The server fails: the next server issues a new id, and the client follows it there.
     let down = named(&backends, &server);
-    down.set_healthy(false);
-    envoy.wait_health(down, false);
+    envoy.set_health(down, false);
     let moved = jar.get_from(envoy.addr(), "/");
     let new_server = backend_of(&moved);
     assert_ne!(new_server, server);
     let after_failover = jar.get("JSESSIONID").unwrap().to_string();
     assert!(after_failover.ends_with(&new_server), "{after_failover}");
-    down.set_healthy(true);
-    envoy.wait_health(down, true);
+    envoy.set_health(down, true);
     for _ in 0..5 {
         let response = jar.get_from(envoy.addr(), "/");
         assert_eq!((backend_of(&response), session_of(&response)), (new_server.clone(), after_failover.clone()));
@@ -154,8 +152,7 @@ fn server_down_never_keeps_sessions_on_their_server() {
     let mut jar = Jar::default();
     let server = backend_of(&jar.get_from(envoy.addr(), "/"));
     let down = named(&backends, &server);
-    down.set_healthy(false);
-    envoy.wait_health(down, false);
+    envoy.set_health(down, false);
     for _ in 0..5 {
         assert_eq!(backend_of(&jar.get_from(envoy.addr(), "/")), server);
     }
@@ -191,13 +188,11 @@ fn prefix_mode_follows_a_failover_and_rejects_foreign_tokens() {
     let mut jar = Jar::default();
     let server = backend_of(&jar.get_from(envoy.addr(), "/"));
     let down = named(&backends, &server);
-    down.set_healthy(false);
-    envoy.wait_health(down, false);
+    envoy.set_health(down, false);
     let moved = jar.get_from(envoy.addr(), "/");
     let new_server = backend_of(&moved);
     assert_ne!(new_server, server);
-    down.set_healthy(true);
-    envoy.wait_health(down, true);
+    envoy.set_health(down, true);
     for _ in 0..5 {
         assert_eq!(backend_of(&jar.get_from(envoy.addr(), "/")), new_server);
     }

@@ -225,8 +225,7 @@ fn server_down_immediate_moves_clients_and_rewrites_their_entries() {
     let envoy = Envoy::start(&config);
     let first: Vec<String> = (0..12).map(|n| from(&envoy, client(n))).collect();
     let down = &backends[0];
-    down.set_healthy(false);
-    envoy.wait_health(down, false);
+    envoy.set_health(down, false);
     let moved: Vec<String> = (0..12).map(|n| from(&envoy, client(n))).collect();
     for n in 0..12 {
         if first[n] == down.name {
@@ -235,8 +234,7 @@ fn server_down_immediate_moves_clients_and_rewrites_their_entries() {
             assert_eq!(moved[n], first[n], "clients of healthy servers stay");
         }
     }
-    down.set_healthy(true);
-    envoy.wait_health(down, true);
+    envoy.set_health(down, true);
     for (n, server) in moved.iter().enumerate() {
         assert_eq!(&from(&envoy, client(n)), server, "moved clients stay on their new server");
     }
@@ -252,8 +250,7 @@ fn server_down_never_keeps_clients_on_their_unhealthy_server() {
     let envoy = Envoy::start(&config);
     let first: Vec<String> = (0..9).map(|n| from(&envoy, client(n))).collect();
     let down = backends.iter().find(|b| b.name == first[0]).unwrap();
-    down.set_healthy(false);
-    envoy.wait_health(down, false);
+    envoy.set_health(down, false);
     for (n, server) in first.iter().enumerate() {
         assert_eq!(&from(&envoy, client(n)), server);
     }

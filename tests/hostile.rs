@@ -150,9 +150,19 @@ fn oversized_and_malformed_input_gets_normal_answers_and_never_hurts_the_vm() {
             }
         }
         envoy.assert_vm_healthy();
-        // Still working afterwards.
-        let server = backend_of(&jar.get_from(envoy.addr(), "/"));
-        assert_eq!(backend_of(&jar.get_from(envoy.addr(), "/")), server, "{file}");
+        // Still working afterwards: the same client (cookies, address, and a tenant for the
+        // header profile) keeps its server.
+        let returning = |jar: &mut Jar| {
+            let cookie = jar.header().unwrap_or_default();
+            let response = get(envoy.addr(), "/", &[("cookie", cookie.as_bytes()), ("x-tenant", b"initech")]);
+            jar.update(&response);
+            backend_of(&response)
+        };
+        let server = returning(&mut jar);
+        assert_eq!(returning(&mut jar), server, "{file}");
+        if file == "http-header.yaml" {
+            assert_eq!(server, backends[1].name, "initech is listed for the second server");
+        }
     }
 }
 

@@ -236,16 +236,14 @@ fn server_down_immediate_moves_the_client_and_rewrites_the_cookie() {
     let server = backend_of(&jar.get_from(envoy.addr(), "/"));
     let old_cookie = jar.get("AVI_COOKIE").unwrap().to_string();
     let down = backend_named(&backends, &server);
-    down.set_healthy(false);
-    envoy.wait_health(down, false);
+    envoy.set_health(down, false);
     let moved = jar.get_from(envoy.addr(), "/");
     let new_server = backend_of(&moved);
     assert_ne!(new_server, server);
     assert!(set_cookie_for(&moved, "AVI_COOKIE").is_some(), "cookie rewritten to the new server");
     assert_ne!(jar.get("AVI_COOKIE").unwrap(), old_cookie);
     // The client stays on its new server, also after the old one recovers.
-    down.set_healthy(true);
-    envoy.wait_health(down, true);
+    envoy.set_health(down, true);
     for _ in 0..10 {
         let response = jar.get_from(envoy.addr(), "/");
         assert_eq!(backend_of(&response), new_server);
@@ -261,8 +259,7 @@ fn server_down_never_keeps_the_client_on_its_unhealthy_server() {
     let server = backend_of(&jar.get_from(envoy.addr(), "/"));
     let cookie = jar.get("AVI_COOKIE").unwrap().to_string();
     let down = backend_named(&backends, &server);
-    down.set_healthy(false);
-    envoy.wait_health(down, false);
+    envoy.set_health(down, false);
     for _ in 0..10 {
         let response = jar.get_from(envoy.addr(), "/");
         assert_eq!(backend_of(&response), server, "never: the pinned server is kept while unhealthy");
@@ -432,8 +429,7 @@ fn responses_never_carry_the_override_header() {
     let mut jar = Jar::default();
     let server = backend_of(&jar.get_from(envoy.addr(), "/"));
     let down = backend_named(&backends, &server);
-    down.set_healthy(false);
-    envoy.wait_health(down, false);
+    envoy.set_health(down, false);
     // The host changes here, which makes stateful_session announce it in the response.
     let response = jar.get_from(envoy.addr(), "/");
     assert_ne!(backend_of(&response), server);

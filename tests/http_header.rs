@@ -57,8 +57,7 @@ fn missing_or_unlisted_values_are_load_balanced_and_counted() {
 fn server_down_immediate_load_balances_never_keeps() {
     let backends = Backend::start_many(3);
     let envoy = Envoy::start(&config(&backends));
-    backends[0].set_healthy(false);
-    envoy.wait_health(&backends[0], false);
+    envoy.set_health(&backends[0], false);
     let landed: HashSet<String> = (0..6).map(|_| tenant(&envoy, b"acme")).collect();
     assert!(!landed.contains("backend-1"), "{landed:?}");
     assert_eq!(envoy.counter("persistence.tenants.repicked"), 6);
@@ -69,8 +68,7 @@ fn server_down_immediate_load_balances_never_keeps() {
         json!(["UNKNOWN", "HEALTHY", "DEGRADED", "UNHEALTHY", "DRAINING", "TIMEOUT"]);
     backends[0].set_healthy(true);
     let envoy = Envoy::start(&never);
-    backends[0].set_healthy(false);
-    envoy.wait_health(&backends[0], false);
+    envoy.set_health(&backends[0], false);
     for _ in 0..6 {
         assert_eq!(tenant(&envoy, b"acme"), "backend-1");
     }

@@ -126,14 +126,12 @@ fn server_down_immediate_moves_a_tls_session_to_another_server() {
     let browser = TlsClient::new(&pki, TLS12, None);
     let server = backend_of(&browser.get(envoy.addr(), "/").0);
     let down = backends.iter().find(|b| b.name == server).unwrap();
-    down.set_healthy(false);
-    envoy.wait_health(down, false);
+    envoy.set_health(down, false);
     let (moved, resumed) = browser.get(envoy.addr(), "/");
     assert!(resumed);
     let new_server = backend_of(&moved);
     assert_ne!(new_server, server);
-    down.set_healthy(true);
-    envoy.wait_health(down, true);
+    envoy.set_health(down, true);
     for _ in 0..5 {
         assert_eq!(backend_of(&browser.get(envoy.addr(), "/").0), new_server);
     }
