@@ -479,7 +479,9 @@ impl Envoy {
     /// a crash shows as a reload), no VM created after startup, no panic or VM failure logged.
     pub fn assert_vm_healthy(&self) {
         let stats = self.stats();
-        for (name, value) in stats.iter().filter(|(k, _)| k.starts_with("wasm.") && k.contains(".vm_reload")) {
+        let reloads: Vec<(&String, &u64)> = stats.iter().filter(|(k, _)| k.starts_with("wasm.") && k.contains(".vm_reload")).collect();
+        assert!(!reloads.is_empty(), "no wasm.*.vm_reload stats: is failure_policy FAIL_RELOAD set?");
+        for (name, value) in reloads {
             assert_eq!(*value, 0, "{name}: a Wasm VM was reloaded (it failed)");
         }
         let log = self.log();
