@@ -265,16 +265,24 @@ impl Table {
     }
 
     /// Claims the next `count` buckets to sweep, shared by every worker through a cursor key, so
-    /// the workers and the main thread sweep different buckets. None when another claimed first.
-    pub fn claim_sweep(&self, store: &dyn Store, count: u32) -> Result<Option<Range<u32>>, StoreError> {
+    /// the workers and the main thread sweep different buckets. A finished pass makes the next one
+    /// wait `pass_interval` seconds: an idle table then costs no host calls between passes, whatever
+    /// the number of workers. None when another claimed first or the next pass is not due.
+    pub fn claim_sweep(&self, store: &dyn Store, count: u32, now: u32, pass_interval: u32) -> Result<Option<Range<u32>>, StoreError> {
         let key = format!("{}.sweep", self.prefix);
-        let (start, cas) = match store.get(&key)? {
-            Some((bytes, cas)) => (bytes.get(..4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes) % self.buckets, cas),
-            None => (0, CREATE),
+        let word = |bytes: &[u8], at: usize| bytes.get(at..at + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes);
+        let (start, not_before, cas) = match store.get(&key)? {
+            Some((bytes, cas)) => (word(&bytes, 0) % self.buckets, word(&bytes, 4), cas),
+            None => (0, 0, CREATE),
         };
+        if start == 0 && now < not_before {
+            return Ok(None);
+        }
         let end = start.saturating_add(count).min(self.buckets);
-        let next = if end >= self.buckets { 0 } else { end };
-        match store.set(&key, &next.to_le_bytes(), cas) {
+        let (next, not_before) = if end >= self.buckets { (0, now.saturating_add(pass_interval)) } else { (end, not_before) };
+        let mut cursor = next.to_le_bytes().to_vec();
+        cursor.extend_from_slice(&not_before.to_le_bytes());
+        match store.set(&key, &cursor, cas) {
             Ok(()) => Ok(Some(start..end)),
             Err(StoreError::CasMismatch) => Ok(None),
             Err(error) => Err(error),

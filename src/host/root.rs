@@ -28,7 +28,7 @@ pub const TRACKING_KEY: &str = "persistence.connections.layout";
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(1);
 /// Buckets each root context sweeps per tick (workers and the main thread share the work). Most
 /// buckets of a large table were never written and cost one failed lookup: a pass over 65536
-/// buckets takes a few seconds.
+/// buckets takes a few seconds, then the table rests for its `sweep_interval`.
 const SWEEP_BUCKETS_PER_TICK: u32 = 4096;
 
 /// Everything an HTTP stream needs, built once per configuration.
@@ -42,24 +42,25 @@ pub struct Plugin {
     pub connections: Table,
     /// Route-metadata profile names already reported as unknown (one log line per name, not per request).
     pub warned_profiles: RefCell<Vec<String>>,
-    /// Per profile: its client grouping is in the published tracking layout.
-    pub tracked: Vec<Cell<bool>>,
+    /// Per profile: used by this VM (referenced by the configuration or seen in route metadata).
+    /// Only used profiles have their tables swept and their client grouping tracked.
+    pub used: Vec<Cell<bool>>,
     /// Nonces for the tokens this VM seals (a new random sequence when used up).
     pub nonces: RefCell<Option<crate::token::NonceSequence>>,
 }
 
 impl Plugin {
-    /// Makes sure the connection counter tracks `profile`'s grouping (for profiles first seen in
-    /// route metadata; the others were published at configure time).
-    pub fn ensure_tracked(&self, profile: usize) {
-        let Some(tracked) = self.tracked.get(profile) else { return };
-        if tracked.get() {
+    /// Notes that a request selected `profile`. The first time (for a profile only route metadata
+    /// names) its client grouping is published to the connection counter.
+    pub fn note_use(&self, profile: usize) {
+        let Some(used) = self.used.get(profile) else { return };
+        if used.get() {
             return;
         }
         if let Some(tracking) = self.config.profiles.get(profile).and_then(|p| p.kind.tracking()) {
             publish_tracking(&tracking);
         }
-        tracked.set(true);
+        used.set(true);
     }
 }
 
@@ -195,9 +196,9 @@ fn configure_http(size: usize) -> Option<Plugin> {
             return None;
         }
     };
-    let tracked: Vec<Cell<bool>> = (0..config.profiles.len()).map(|i| Cell::new(config.in_use(i))).collect();
+    let used: Vec<Cell<bool>> = (0..config.profiles.len()).map(|i| Cell::new(config.in_use(i))).collect();
     let mut in_use = Tracking::default();
-    for (profile, _) in config.profiles.iter().zip(&tracked).filter(|(_, t)| t.get()) {
+    for (profile, _) in config.profiles.iter().zip(&used).filter(|(_, u)| u.get()) {
         if let Some(tracking) = profile.kind.tracking() {
             in_use.merge(&tracking);
         }
@@ -218,7 +219,7 @@ fn configure_http(size: usize) -> Option<Plugin> {
             Some(Table::new(&format!("persistence.p{:016x}", hash_key(&[b"profile", p.name.as_bytes()])), max_entries))
         })
         .collect();
-    Some(Plugin { config, keyring, metrics, tables, connections: connection_table(), warned_profiles: RefCell::default(), tracked, nonces: RefCell::default() })
+    Some(Plugin { config, keyring, metrics, tables, connections: connection_table(), warned_profiles: RefCell::default(), used, nonces: RefCell::default() })
 }
 
 /// Adds client groupings to what the connection counter tracks (a CAS-merged union).
@@ -252,14 +253,16 @@ fn sweep_profiles(plugin: &Plugin) {
     let store = SharedData;
     let now = ffi::now_seconds() as u32;
     for (index, (profile, table)) in plugin.config.profiles.iter().zip(&plugin.tables).enumerate() {
-        let Some(table) = table else { continue };
+        // An unused profile's table is empty (the built-in ones usually are): sweeping it would
+        // cost thousands of host calls per tick for nothing.
+        let Some(table) = table.as_ref().filter(|_| plugin.used.get(index).is_some_and(Cell::get)) else { continue };
         let (timeout, connection_aware) = match &profile.kind {
             Kind::ClientIp(settings) => (settings.timeout, true),
             Kind::AppCookie(settings) => (settings.timeout, false),
             Kind::Tls(settings) => (settings.timeout, settings.fallback == crate::profile::tls::Fallback::ClientIp),
             Kind::HttpCookie(_) | Kind::HttpHeader(_) => continue,
         };
-        let Ok(Some(range)) = table.claim_sweep(&store, SWEEP_BUCKETS_PER_TICK) else { continue };
+        let Ok(Some(range)) = table.claim_sweep(&store, SWEEP_BUCKETS_PER_TICK, now, table_backed::sweep_interval(timeout)) else { continue };
         let expired = |hash: u64, entry: &Entry<crate::endpoint::Endpoint>| {
             if table_backed::alive(entry, timeout, now) {
                 return false;

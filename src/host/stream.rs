@@ -41,9 +41,10 @@ impl ConnectionCounter {
 
     /// Drops records of clients with no open connection whose last close is older than every timeout.
     pub fn sweep(&self, buckets: u32) {
-        let Ok(Some(range)) = self.table.claim_sweep(&SharedData, buckets) else { return };
         let max_timeout = ConnectionCounter::tracking().max_timeout;
         let now = ffi::now_seconds() as u32;
+        let interval = crate::profile::table_backed::sweep_interval(max_timeout);
+        let Ok(Some(range)) = self.table.claim_sweep(&SharedData, buckets, now, interval) else { return };
         for bucket in range {
             let expired = |_: u64, e: &Entry<Connections>| e.record.open == 0 && now >= e.touched.saturating_add(max_timeout);
             if let Ok(removed) = self.table.sweep(&SharedData, bucket, expired) {

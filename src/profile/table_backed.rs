@@ -10,6 +10,13 @@ pub fn alive(entry: &Entry<Endpoint>, timeout: u32, now: u32) -> bool {
     now < entry.touched.saturating_add(timeout)
 }
 
+/// Seconds between two sweeps of a table whose entries live `timeout` seconds: no entry can
+/// expire faster than that, and reclaiming an expired entry a minute late costs only its bytes
+/// (lookups check liveness themselves).
+pub fn sweep_interval(timeout: u32) -> u32 {
+    timeout.clamp(1, 60)
+}
+
 /// The table write after a request: `pin` is the entry the request was pinned by (None: it was
 /// load balanced), `upstream` the host Envoy used. Returns the outcome and the write to make on
 /// the request's key (None: no write). Writes are conditional on what the request saw, so a

@@ -201,18 +201,30 @@ fn sweeps_expired_entries_and_shares_the_sweep_between_workers() {
         put(&table, &store, hash_key(&[&i.to_le_bytes()]), entry(1, if i % 2 == 0 { 100 } else { 900 }));
     }
     let mut claimed = Vec::new();
-    while let Some(range) = table.claim_sweep(&store, 3).unwrap() {
+    while let Some(range) = table.claim_sweep(&store, 3, 1000, 0).unwrap() {
         claimed.extend(range.clone());
         if range.end == table.buckets() {
             break;
         }
     }
     assert_eq!(claimed, (0..table.buckets()).collect::<Vec<_>>(), "every bucket claimed once, in order");
-    assert_eq!(table.claim_sweep(&store, 3).unwrap(), Some(0..3), "the cursor wraps around");
+    assert_eq!(table.claim_sweep(&store, 3, 1000, 0).unwrap(), Some(0..3), "the cursor wraps around");
     let removed: u32 = (0..table.buckets()).map(|i| table.sweep(&store, i, |_, e: &Entry<Endpoint>| e.touched < 500).unwrap()).sum();
     assert_eq!(removed, 32);
     let left: usize = (0..64u32).filter(|i| find(&table, &store, hash_key(&[&i.to_le_bytes()])).is_some()).count();
     assert_eq!(left, 32);
+}
+
+#[test]
+fn a_finished_sweep_pass_waits_its_interval_before_the_next() {
+    let store = MemoryStore::default();
+    let table = Table::new("t", 16 * 8);
+    let buckets = table.buckets();
+    assert_eq!(table.claim_sweep(&store, buckets - 1, 100, 60).unwrap(), Some(0..buckets - 1));
+    assert_eq!(table.claim_sweep(&store, 8, 100, 60).unwrap(), Some(buckets - 1..buckets), "a pass in progress goes on");
+    assert_eq!(table.claim_sweep(&store, 8, 101, 60).unwrap(), None, "the next pass is not due");
+    assert_eq!(table.claim_sweep(&store, 8, 159, 60).unwrap(), None);
+    assert_eq!(table.claim_sweep(&store, 8, 160, 60).unwrap(), Some(0..8), "due after the interval");
 }
 
 #[test]

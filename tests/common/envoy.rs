@@ -224,11 +224,13 @@ pub struct Launch {
     pub cpus: Option<String>,
     /// Tests log the filter's decisions (wasm at debug); benchmarks must not pay for that.
     pub quiet: bool,
+    /// Log every host call the module makes (wasm at trace), for tests that count them.
+    pub wasm_trace: bool,
 }
 
 impl Launch {
     pub fn workers(concurrency: usize) -> Launch {
-        Launch { concurrency, dynamic: false, cpus: None, quiet: false }
+        Launch { concurrency, dynamic: false, cpus: None, quiet: false, wasm_trace: false }
     }
 }
 
@@ -314,7 +316,11 @@ impl Envoy {
             }
             None => Command::new(envoy_bin()),
         };
-        let levels: &[&str] = if launch.quiet { &["-l", "warning"] } else { &["-l", "info", "--component-log-level", "wasm:debug"] };
+        let levels: &[&str] = match (launch.quiet, launch.wasm_trace) {
+            (true, _) => &["-l", "warning"],
+            (false, true) => &["-l", "info", "--component-log-level", "wasm:trace"],
+            (false, false) => &["-l", "info", "--component-log-level", "wasm:debug"],
+        };
         let mut child = command
             .arg("-c")
             .arg(&config_path)

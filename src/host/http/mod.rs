@@ -87,6 +87,7 @@ impl Http {
         strip_client_headers(&plugin, &headers);
         let Some(index) = super::span("select_profile", || select_profile(&plugin)) else { return Action::Continue };
         let Some(profile) = plugin.config.profiles.get(index) else { return Action::Continue };
+        plugin.note_use(index);
         let pending = match &profile.kind {
             Kind::HttpCookie(settings) => cookie::request(&plugin, index, settings, &headers).map(|p| p.map(Pending::Cookie)),
             Kind::ClientIp(settings) => table::client_ip_request(&plugin, index, settings).map(|p| p.map(Pending::Table)),

@@ -43,7 +43,6 @@ pub fn client_key(plugin: &Plugin, profile: usize, granularity: client_ip::Granu
         log::debug!("profile {}: no client address (not an IP connection): load balancing", profile_name(plugin, profile));
         return None;
     };
-    plugin.ensure_tracked(profile);
     Some(client_ip::client_key(source.ip(), granularity))
 }
 
