@@ -350,7 +350,7 @@ fn main() {
             for row in rows.iter_mut() {
                 row.runs.push(wrk(row.addr, row.pid, &row.headers, options.seconds));
             }
-            eprintln!("round {}: {}", round + 1, rows.iter().map(|r| format!("{} {:.0}", r.name, r.runs.last().map_or(0.0, |w| w.requests_per_second))).collect::<Vec<_>>().join(" | "));
+            eprintln!("round {}: {}", round + 1, rows.iter().map(|r| format!("{} {:.0} {:.1}us", r.name, r.runs.last().map_or(0.0, |w| w.requests_per_second), r.runs.last().map_or(0.0, |w| w.cpu_us_per_request))).collect::<Vec<_>>().join(" | "));
         }
         for row in &rows {
             println!("{:<45} {:>8.0} req/s  {:>6.1} cpu-us/req  p50 {:>5.0} us  p99 {:>5.0} us", row.name, row.rps(), row.cpu(), row.stat(|w| w.p50_us), row.stat(|w| w.p99_us));
