@@ -62,7 +62,7 @@ demo: build envoy
 	ENVOY_BIN=$$(scripts/install-envoy.sh 2>/dev/null) PERSISTENCE_WASM=$(CURDIR)/$(WASM) \
 	  cargo run --quiet --example demo
 
-## bench-tools: wrk, nginx and HAProxy from Debian (the benchmark's load generator, backends, reference)
+## bench-tools: wrk, nginx, HAProxy and valgrind from Debian (load generator, backends, reference, instruction counter)
 bench-tools:
 	@scripts/install-bench-tools.sh
 
