@@ -1,7 +1,7 @@
 //! `Cookie` request headers (find and remove one cookie, leaving the others byte for byte) and
 //! `Set-Cookie` response headers (build ours). Works on bytes: headers are not always UTF-8.
 
-use std::fmt::Write;
+use crate::text::{push_decimal, push_two_digits};
 
 /// Splits a Cookie header into its `name=value` pairs, OWS trimmed. Pairs without `=` are skipped.
 fn pairs(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
@@ -141,12 +141,18 @@ pub struct Attributes {
 /// `lifetime`: seconds from `now` until the browser should drop the cookie; None for a session cookie.
 pub fn set_cookie(name: &str, value: &str, attributes: &Attributes, secure: bool, lifetime: Option<u64>, now: u64) -> String {
     let mut out = String::with_capacity(name.len() + value.len() + 96);
-    let _ = write!(out, "{name}={value}; Path={}", attributes.path);
+    for part in [name, "=", value, "; Path=", &attributes.path] {
+        out.push_str(part);
+    }
     if let Some(domain) = &attributes.domain {
-        let _ = write!(out, "; Domain={domain}");
+        out.push_str("; Domain=");
+        out.push_str(domain);
     }
     if let Some(lifetime) = lifetime {
-        let _ = write!(out, "; Max-Age={lifetime}; Expires={}", http_date(now.saturating_add(lifetime)));
+        out.push_str("; Max-Age=");
+        crate::text::push_decimal(&mut out, lifetime);
+        out.push_str("; Expires=");
+        out.push_str(&http_date(now.saturating_add(lifetime)));
     }
     if secure {
         out.push_str("; Secure");
@@ -172,7 +178,20 @@ pub fn http_date(unix_seconds: u64) -> String {
     let (year, month, day) = civil_from_days(days);
     let weekday = DAYS.get((days % 7) as usize).copied().unwrap_or("Thu");
     let month = MONTHS.get(month as usize - 1).copied().unwrap_or("Jan");
-    format!("{weekday}, {day:02} {month} {year} {:02}:{:02}:{:02} GMT", secs / 3600, secs % 3600 / 60, secs % 60)
+    let mut out = String::with_capacity(29);
+    out.push_str(weekday);
+    out.push_str(", ");
+    push_two_digits(&mut out, day);
+    out.push(' ');
+    out.push_str(month);
+    out.push(' ');
+    push_decimal(&mut out, year);
+    for (separator, value) in [(" ", secs / 3600), (":", secs % 3600 / 60), (":", secs % 60)] {
+        out.push_str(separator);
+        push_two_digits(&mut out, value);
+    }
+    out.push_str(" GMT");
+    out
 }
 
 /// Days since 1970-01-01 to (year, month 1-12, day 1-31); Howard Hinnant's algorithm.

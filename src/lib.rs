@@ -9,7 +9,7 @@
 //! - `profile`: the persistence types (`http_cookie`, ...) and what each decides
 //! - `token`, `keyring`: sealed cookie tokens (AES-256-GCM) and the keys that seal them
 //! - `cookie`, `endpoint`: Cookie / Set-Cookie headers, `ip:port` endpoints
-//! - `metrics`: stat names
+//! - `metrics`: stat names; `report`: the per-request record; `text`: hot-path formatting
 //! - `host`: the only code that talks to Envoy (proxy-wasm)
 
 pub mod config;
@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod profile;
 pub mod report;
 pub mod table;
+pub mod text;
 pub mod token;
 
 #[cfg(target_arch = "wasm32")]

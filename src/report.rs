@@ -8,7 +8,7 @@
 
 use crate::endpoint::Endpoint;
 use crate::profile::Outcome;
-use std::fmt::Write;
+use crate::text::push_endpoint;
 
 pub fn outcome_name(outcome: Outcome) -> &'static str {
     match outcome {
@@ -22,26 +22,48 @@ pub fn outcome_name(outcome: Outcome) -> &'static str {
 
 /// The request-time record. `pin`: the server the request is sent to; `why`: why it is not pinned.
 pub fn decision(profile: &str, type_name: &str, pin: Option<Endpoint>, why: Option<(&str, &str)>) -> String {
-    let mut out = format!("profile={profile} type={type_name} ");
+    let mut out = start(profile, type_name);
     match pin {
         Some(server) => {
-            let _ = write!(out, "decision=pin server={server}");
+            out.push_str("decision=pin server=");
+            push_endpoint(&mut out, &server);
         }
         None => out.push_str("decision=balance"),
     }
     if let Some((key, value)) = why {
-        let _ = write!(out, " {key}={value}");
+        for part in [" ", key, "=", value] {
+            out.push_str(part);
+        }
     }
     out
 }
 
 /// The response-time record; a rejected token shows as `rejected:<reason>` (a new pin was made).
 pub fn outcome(profile: &str, type_name: &str, outcome: Outcome, rejected: Option<&str>, server: Option<Endpoint>) -> String {
-    let server = server.map_or_else(|| "-".to_string(), |s| s.to_string());
+    let mut out = start(profile, type_name);
+    out.push_str("outcome=");
     match (rejected, outcome) {
-        (Some(reason), Outcome::New) => format!("profile={profile} type={type_name} outcome=rejected:{reason} server={server}"),
-        _ => format!("profile={profile} type={type_name} outcome={} server={server}", outcome_name(outcome)),
+        (Some(reason), Outcome::New) => {
+            out.push_str("rejected:");
+            out.push_str(reason);
+        }
+        _ => out.push_str(outcome_name(outcome)),
     }
+    out.push_str(" server=");
+    match server {
+        Some(server) => push_endpoint(&mut out, &server),
+        None => out.push('-'),
+    }
+    out
+}
+
+/// `profile=<profile> type=<type> ` (built by hand: this runs on every request).
+fn start(profile: &str, type_name: &str) -> String {
+    let mut out = String::with_capacity(96);
+    for part in ["profile=", profile, " type=", type_name, " "] {
+        out.push_str(part);
+    }
+    out
 }
 
 #[cfg(test)]

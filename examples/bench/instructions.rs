@@ -68,8 +68,13 @@ pub fn count(config: &EnvoyConfig, prepare: &(dyn Fn(SocketAddr) -> Vec<(String,
             busiest as f64 / requests as f64
         })
         .collect();
+    let envoy_addr = envoy.addr();
     eprintln!("  {}: started in {launched:.0?}, healthy {healthy:.0?}, warm {warm:.0?}, counted {:.0?}", envoy.addr(), started.elapsed());
     drop(envoy);
+    // For a function-level look (callgrind_annotate), keep the dumps: BENCH_KEEP_CALLGRIND=1.
+    if std::env::var_os("BENCH_KEEP_CALLGRIND").is_some() {
+        eprintln!("  {}: callgrind dumps kept in {}", envoy_addr, out.keep().display());
+    }
     Count { batches }
 }
 
