@@ -17,14 +17,26 @@ pub struct Keyring {
     pub(crate) recently_opened: RefCell<Vec<Option<CachedToken>>>,
 }
 
-/// A cache key (purpose, name, token) and what opening it gave.
+/// A cache key (its parts concatenated) and what opening it gave.
 type CachedToken = (Vec<u8>, crate::token::Opened);
 
 /// Slots of the recently-opened cache.
 const RECENTLY_OPENED: usize = 1024;
 
-fn slot(cache_key: &[u8]) -> usize {
-    (crate::table::hash_key(&[cache_key]) % RECENTLY_OPENED as u64) as usize
+fn slot(cache_key: &[&[u8]]) -> usize {
+    (crate::table::hash_key(cache_key) % RECENTLY_OPENED as u64) as usize
+}
+
+/// Whether `stored` is `parts` concatenated (compared in place: a hit allocates nothing).
+fn same_key(stored: &[u8], parts: &[&[u8]]) -> bool {
+    let mut rest = stored;
+    for part in parts {
+        match rest.split_at_checked(part.len()) {
+            Some((head, tail)) if head == *part => rest = tail,
+            _ => return false,
+        }
+    }
+    rest.is_empty()
 }
 
 impl Keyring {
@@ -53,17 +65,18 @@ impl Keyring {
         self.keys.iter().find(|(key_id, _)| *key_id == id).map(|(_, cipher)| cipher)
     }
 
-    /// A token this keyring opened before under the same cache key (purpose, name and token).
-    pub fn recently_opened(&self, cache_key: &[u8]) -> Option<crate::token::Opened> {
+    /// A token this keyring opened before under the same cache key (its parts: purpose, name,
+    /// token; the caller makes the split unambiguous).
+    pub fn recently_opened(&self, cache_key: &[&[u8]]) -> Option<crate::token::Opened> {
         match self.recently_opened.borrow().get(slot(cache_key)) {
-            Some(Some((key, opened))) if key.as_slice() == cache_key => Some(*opened),
+            Some(Some((key, opened))) if same_key(key, cache_key) => Some(*opened),
             _ => None,
         }
     }
 
-    pub fn remember_opened(&self, cache_key: Vec<u8>, opened: crate::token::Opened) {
-        if let Some(entry) = self.recently_opened.borrow_mut().get_mut(slot(&cache_key)) {
-            *entry = Some((cache_key, opened));
+    pub fn remember_opened(&self, cache_key: &[&[u8]], opened: crate::token::Opened) {
+        if let Some(entry) = self.recently_opened.borrow_mut().get_mut(slot(cache_key)) {
+            *entry = Some((cache_key.concat(), opened));
         }
     }
 }
@@ -80,5 +93,18 @@ mod tests {
         assert!(Keyring::new(&[(1, [1; 32])], 2).is_none());
         assert!(Keyring::new(&[(1, [1; 32]), (1, [2; 32])], 1).is_none());
         assert!(Keyring::new(&[], 0).is_none());
+    }
+
+    #[test]
+    fn cache_keys_match_only_the_same_parts_in_full() {
+        assert!(same_key(b"\x01web\x00tok", &[&[1], b"web", &[0], b"tok"]));
+        assert!(!same_key(b"\x01web\x00tok", &[&[1], b"web", &[0], b"to"]), "shorter");
+        assert!(!same_key(b"\x01web\x00to", &[&[1], b"web", &[0], b"tok"]), "longer");
+        assert!(!same_key(b"\x01web\x00tok", &[&[2], b"web", &[0], b"tok"]), "other purpose");
+        let ring = Keyring::new(&[(1, [1; 32])], 1).unwrap();
+        let opened = crate::token::Opened { claims: crate::token::Claims { endpoint: "10.0.0.1:80".parse().unwrap(), issued_at: 5, expires_at: None }, key_id: 1 };
+        ring.remember_opened(&[&[1], b"A", &[0], b"Bxyz"], opened);
+        assert_eq!(ring.recently_opened(&[&[1], b"A", &[0], b"Bxyz"]), Some(opened));
+        assert_eq!(ring.recently_opened(&[&[1], b"AB", &[0], b"xyz"]), None, "another name and token");
     }
 }

@@ -112,16 +112,13 @@ pub fn open(keyring: &Keyring, purpose: Purpose, name: &str, token: &[u8]) -> Re
     if token.len() > MAX_TOKEN_CHARS {
         return Err(OpenError::Malformed);
     }
-    let mut cache_key = Vec::with_capacity(2 + name.len() + token.len());
-    cache_key.push(purpose as u8);
-    cache_key.extend_from_slice(name.as_bytes());
-    cache_key.push(0);
-    cache_key.extend_from_slice(token);
+    // Names never contain NUL (cookie names are tokens), so the key's parts cannot run together.
+    let cache_key: [&[u8]; 4] = [&[purpose as u8], name.as_bytes(), &[0], token];
     if let Some(opened) = keyring.recently_opened(&cache_key) {
         return Ok(opened);
     }
     let opened = decrypt(keyring, purpose, name, token)?;
-    keyring.remember_opened(cache_key, opened);
+    keyring.remember_opened(&cache_key, opened);
     Ok(opened)
 }
 
