@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 pub struct Count {
     /// Instructions per request of each measured batch.
     pub batches: Vec<f64>,
+    /// Of those, instructions in the module's own compiled code, per request (mean of the batches).
+    pub wasm_code: f64,
 }
 
 impl Count {
@@ -39,6 +41,8 @@ pub fn count(config: &EnvoyConfig, prepare: &(dyn Fn(SocketAddr) -> Vec<(String,
         "valgrind".to_string(),
         "--tool=callgrind".to_string(),
         "--separate-threads=yes".to_string(),
+        // Every function named in full in every dump, so that `wasm_code` can classify each one.
+        "--compress-strings=no".to_string(),
         format!("--callgrind-out-file={}/cg.%p", out.path().display()),
     ];
     let launch = Launch { quiet: true, wrapper, ..Launch::workers(1) };
@@ -61,13 +65,14 @@ pub fn count(config: &EnvoyConfig, prepare: &(dyn Fn(SocketAddr) -> Vec<(String,
     let pid = envoy.pid().expect("running");
     let mut dumps = 0;
     dump(pid, out.path(), &mut dumps);
-    let batches = (0..batches)
+    let (batches, wasm_code): (Vec<f64>, Vec<f64>) = (0..batches)
         .map(|_| {
             send(requests);
-            let busiest = dump(pid, out.path(), &mut dumps);
-            busiest as f64 / requests as f64
+            let (total, wasm) = dump(pid, out.path(), &mut dumps);
+            (total as f64 / requests as f64, wasm as f64 / requests as f64)
         })
-        .collect();
+        .unzip();
+    let wasm_code = wasm_code.iter().sum::<f64>() / wasm_code.len().max(1) as f64;
     let envoy_addr = envoy.addr();
     eprintln!("  {}: started in {launched:.0?}, healthy {healthy:.0?}, warm {warm:.0?}, counted {:.0?}", envoy.addr(), started.elapsed());
     drop(envoy);
@@ -75,12 +80,12 @@ pub fn count(config: &EnvoyConfig, prepare: &(dyn Fn(SocketAddr) -> Vec<(String,
     if std::env::var_os("BENCH_KEEP_CALLGRIND").is_some() {
         eprintln!("  {}: callgrind dumps kept in {}", envoy_addr, out.keep().display());
     }
-    Count { batches }
+    Count { batches, wasm_code }
 }
 
 /// Asks callgrind for a dump (which also zeroes its counters) and returns the instruction total of
-/// the busiest thread in it: the worker, while requests flow.
-fn dump(pid: u32, dir: &Path, dumps: &mut u32) -> u64 {
+/// the busiest thread in it (the worker, while requests flow) and how much of it was module code.
+fn dump(pid: u32, dir: &Path, dumps: &mut u32) -> (u64, u64) {
     *dumps += 1;
     let status = Command::new("callgrind_control").arg("-d").arg(pid.to_string()).output().expect("callgrind_control (valgrind)");
     assert!(status.status.success(), "callgrind_control -d failed: {}", String::from_utf8_lossy(&status.stderr));
@@ -93,10 +98,11 @@ fn dump(pid: u32, dir: &Path, dumps: &mut u32) -> u64 {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix)))
             .collect();
-        let totals: Vec<u64> = files.iter().filter_map(|f| totals(f)).collect();
+        let totals: Vec<(u64, &PathBuf)> = files.iter().filter_map(|f| Some((totals(f)?, f))).collect();
         // Complete when every thread's file is finished and no new one appeared meanwhile.
         if !files.is_empty() && totals.len() == files.len() && files.len() == seen {
-            return totals.into_iter().max().unwrap_or(0);
+            let (total, busiest) = totals.into_iter().max().unwrap();
+            return (total, wasm_code(busiest));
         }
         seen = files.len();
         assert!(Instant::now() < deadline, "no callgrind dump {prefix}* in {}", dir.display());
@@ -108,4 +114,29 @@ fn dump(pid: u32, dir: &Path, dumps: &mut u32) -> u64 {
 fn totals(file: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(file).ok()?;
     text.lines().find_map(|l| l.strip_prefix("totals:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// Exclusive instructions of a dump spent in code V8 compiled from the module: functions callgrind
+/// cannot name (object `???`) at addresses above Envoy's binary (valgrind maps the executable low,
+/// at 0x108000; V8 puts generated code in high anonymous mappings). Envoy's own code, V8's
+/// built-ins and the libraries, host calls included, are the rest.
+fn wasm_code(file: &Path) -> u64 {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let (mut object_unnamed, mut in_module, mut after_call, mut sum) = (false, false, false, 0u64);
+    for line in text.lines() {
+        if let Some(object) = line.strip_prefix("ob=") {
+            object_unnamed = object == "???";
+        } else if let Some(function) = line.strip_prefix("fn=") {
+            let address = function.strip_prefix("0x").and_then(|hex| u64::from_str_radix(hex.get(..16).unwrap_or(hex), 16).ok());
+            in_module = object_unnamed && address.is_some_and(|a| a >= 0x1000_0000);
+        } else if line.starts_with("calls=") {
+            after_call = true; // the next cost line is the callee's inclusive cost
+        } else if line.starts_with(|c: char| c.is_ascii_digit() || "+-*".contains(c)) {
+            if !after_call && in_module {
+                sum += line.split_whitespace().nth(1).and_then(|c| c.parse::<u64>().ok()).unwrap_or(0);
+            }
+            after_call = false;
+        }
+    }
+    sum
 }

@@ -442,7 +442,7 @@ fn main() {
     }
     if options.only.is_some() {
         for row in &rows {
-            let instructions = row.instructions.as_ref().map_or(String::new(), |c| format!("  {:.0} instr/req (spread {:.2}%)", c.per_request(), c.spread() * 100.0));
+            let instructions = row.instructions.as_ref().map_or(String::new(), |c| format!("  {:.0} instr/req (spread {:.2}%, Wasm code {:.0})", c.per_request(), c.spread() * 100.0, c.wasm_code));
             println!("{:<45} {:>8.0} req/s  {:>6.1} cpu-us/req  p50 {:>5.0} us  p99 {:>5.0} us{instructions}", row.name, row.rps(), row.cpu(), row.stat(|w| w.p50_us), row.stat(|w| w.p99_us));
         }
         return;
@@ -550,6 +550,17 @@ fn report(rows: &[Row], options: &Options, wasm_size: u64, bare_rss: u64, cookie
     let worst_p99 = rows[4..10].iter().map(|r| r.stat(|w| w.p99_us) / floor_p99).fold(0.0, f64::max);
     let _ = writeln!(out, "| p99 of every persistence row <= 1.2 x floor's (wall clock) | {worst_p99:.2} (worst) | {} | | |", verdict(worst_p99 <= 1.2));
     let _ = writeln!(out, "| .wasm <= 250 KiB | {:.1} KiB | {} | | |", wasm_size as f64 / 1024.0, verdict(wasm_size <= 250 * 1024));
+    let _ = writeln!(out, "\n## Where the instructions go\n");
+    let _ = writeln!(out, "Per request, from the same callgrind counts: instructions in the code V8 compiled from the Wasm module,");
+    let _ = writeln!(out, "and in Envoy (its C++ code, V8's built-ins and the libraries; every host call the module makes runs here).");
+    let _ = writeln!(out, "\"Over floor\" subtracts row 3 (whose own module code is a header copy).\n");
+    let _ = writeln!(out, "| Row | instr/req | Wasm code | Envoy | over floor: Wasm code | over floor: Envoy |\n|---|---:|---:|---:|---:|---:|");
+    let floor_split = rows[2].instructions.as_ref().map(|c| (c.wasm_code, c.per_request() - c.wasm_code));
+    for row in rows.iter().filter(|r| r.name.starts_with(['2', '3', '5'])) {
+        let (Some(c), Some((floor_wasm, floor_envoy))) = (&row.instructions, floor_split) else { continue };
+        let envoy = c.per_request() - c.wasm_code;
+        let _ = writeln!(out, "| {} | {:.0} | {:.0} | {envoy:.0} | {:+.0} | {:+.0} |", row.name, c.per_request(), c.wasm_code, c.wasm_code - floor_wasm, envoy - floor_envoy);
+    }
     let _ = writeln!(out, "\n## Memory\n");
     let _ = writeln!(out, "- Envoy RSS, one worker, after warm-up: bare {:.1} MiB, with this module (http-cookie.yaml) {:.1} MiB (+{:.1} MiB).", bare_rss as f64 / 1048576.0, cookie_rss as f64 / 1048576.0, cookie_rss.saturating_sub(bare_rss) as f64 / 1048576.0);
     for t in table {
