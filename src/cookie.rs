@@ -150,7 +150,7 @@ pub fn set_cookie(name: &str, value: &str, attributes: &Attributes, secure: bool
     }
     if let Some(lifetime) = lifetime {
         out.push_str("; Max-Age=");
-        crate::text::push_decimal(&mut out, lifetime);
+        push_decimal(&mut out, lifetime);
         out.push_str("; Expires=");
         out.push_str(&http_date(now.saturating_add(lifetime)));
     }

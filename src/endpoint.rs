@@ -18,14 +18,9 @@ pub fn parse(text: &str) -> Option<Endpoint> {
 
 /// The value Envoy's header-based stateful session expects: standard base64 of `ip:port`.
 pub fn override_header_value(endpoint: &Endpoint) -> String {
-    base64::engine::general_purpose::STANDARD.encode(text(endpoint))
-}
-
-/// `ip:port` (IPv6 in brackets), as Envoy prints hosts.
-pub fn text(endpoint: &Endpoint) -> String {
-    let mut out = String::with_capacity(24);
-    crate::text::push_endpoint(&mut out, endpoint);
-    out
+    let mut text = String::with_capacity(48);
+    crate::text::push_endpoint(&mut text, endpoint);
+    base64::engine::general_purpose::STANDARD.encode(text)
 }
 
 const FAMILY_V4: u8 = 4;
