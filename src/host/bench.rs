@@ -6,6 +6,11 @@
 //! - `bench_noop` (`Noop`): a filter that does nothing: what every Wasm filter costs.
 //! - `bench_copy` (`CopyHeader`): copies request header `x-bench-upstream` into the override header
 //!   for stateful_session: the cheapest possible filter of this architecture.
+//! - `bench_learn` (`Ceiling`): `bench_copy`, and on the response reads `upstream.address`, which
+//!   every profile must (to count the outcome and re-pin a client whose server was replaced): the
+//!   cheapest filter of this architecture that knows where its requests went.
+//! - `bench_learn_cookie` (`Ceiling` setting a cookie): the same, and adds a Set-Cookie header as
+//!   long as a real one: the cheapest first visit (minus sealing the token).
 
 use super::ffi::{self, Map};
 use super::store::SharedData;
@@ -31,6 +36,30 @@ impl HttpContext for CopyHeader {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         if let Ok(Some(value)) = ffi::header(Map::RequestHeaders, "x-bench-upstream") {
             let _ = ffi::replace_header(Map::RequestHeaders, crate::config::DEFAULT_OVERRIDE_HEADER, &value);
+        }
+        Action::Continue
+    }
+}
+
+pub struct Ceiling {
+    pub sets_cookie: bool,
+}
+
+/// As long as a real first-visit cookie (the token is 86 characters).
+const FIRST_VISIT_COOKIE: &str =
+    "AVI_COOKIE=AQEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA; Path=/; HttpOnly; SameSite=Lax";
+
+impl Context for Ceiling {}
+
+impl HttpContext for Ceiling {
+    fn on_http_request_headers(&mut self, headers: usize, end_of_stream: bool) -> Action {
+        CopyHeader.on_http_request_headers(headers, end_of_stream)
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        let _ = ffi::property(&["upstream", "address"]);
+        if self.sets_cookie {
+            let _ = ffi::add_header(Map::ResponseHeaders, "set-cookie", FIRST_VISIT_COOKIE.as_bytes());
         }
         Action::Continue
     }

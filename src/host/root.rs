@@ -94,7 +94,7 @@ impl RootContext for Root {
         super::adopt_envoy_log_level();
         let root_id = ffi::property(&["plugin_root_id"]).ok().flatten().unwrap_or_default();
         #[cfg(feature = "bench")]
-        for role in ["persistence_bench", "bench_noop", "bench_copy"] {
+        for role in ["persistence_bench", "bench_noop", "bench_copy", "bench_learn", "bench_learn_cookie"] {
             if root_id == role.as_bytes() {
                 self.role = Role::Bench(role);
                 return true;
@@ -149,6 +149,8 @@ impl RootContext for Root {
             return Some(match role {
                 "bench_noop" => Box::new(super::bench::Noop),
                 "bench_copy" => Box::new(super::bench::CopyHeader),
+                "bench_learn" => Box::new(super::bench::Ceiling { sets_cookie: false }),
+                "bench_learn_cookie" => Box::new(super::bench::Ceiling { sets_cookie: true }),
                 _ => Box::new(super::bench::TableDriver),
             });
         }
