@@ -38,6 +38,12 @@ struct Options {
     callgrind: bool,
 }
 
+impl Options {
+    fn latency_rounds(&self) -> usize {
+        if self.smoke { 1 } else { self.rounds * LATENCY_ROUNDS_PER_ROUND }
+    }
+}
+
 fn options() -> Options {
     let args: Vec<String> = std::env::args().collect();
     let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
@@ -438,7 +444,7 @@ fn main() {
     }
     // One connection: many short rounds, so that the median p99 leaves out the seconds in which
     // the host stalled this virtual machine (a tail measure is what such a stall spoils).
-    let latency_rounds = options.rounds * LATENCY_ROUNDS_PER_ROUND;
+    let latency_rounds = options.latency_rounds();
     for round in 0..latency_rounds {
         for i in 0..count {
             let row = &mut rows[(i + round * 3) % count];
@@ -545,7 +551,7 @@ fn report(rows: &[Row], options: &Options, wasm_size: u64, bare_rss: u64, cookie
     let instruction_ratio = |row: &Row| Some(floor_instructions? / instructions(row)?);
     let mut out = String::new();
     let _ = writeln!(out, "# Benchmarks\n");
-    let _ = writeln!(out, "Command: `make bench` ({} rounds of {} s per row, rows rotated each round; {CONNECTIONS} connections; then {} rounds of 1 s with one connection; wrk `-t1`; then each Envoy row once more under callgrind).", options.rounds, options.seconds, options.rounds * LATENCY_ROUNDS_PER_ROUND);
+    let _ = writeln!(out, "Command: `make bench` ({} rounds of {} s per row, rows rotated each round; {CONNECTIONS} connections; then {} rounds of 1 s with one connection; wrk `-t1`; then each Envoy row once more under callgrind).", options.rounds, options.seconds, options.latency_rounds());
     let _ = writeln!(out, "Machine: {}.", machine());
     let _ = writeln!(out, "Each configuration is its own Envoy with one worker pinned to CPU {ENVOY_CPU} (`--concurrency 1`; HAProxy `nbthread 1` likewise); nginx backends and wrk share CPU {LOAD_CPU}; loopback only; no access logs.");
     let _ = writeln!(out, "Medians over the rounds; the spread is the lowest and highest round. Ratios compare medians of the same run.\n");
