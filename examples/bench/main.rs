@@ -563,7 +563,7 @@ fn report(rows: &[Row], options: &Options, wasm_size: u64, bare_rss: u64, cookie
     let _ = writeln!(out, "a fraction of a percent (\"instr spread\": the two batches' difference). The targets are judged on instructions;");
     let _ = writeln!(out, "the time ratios are shown beside them. \"vs floor\" ratios are floor cost / row cost: the throughput ratio a");
     let _ = writeln!(out, "dedicated core would show.\n");
-    let _ = writeln!(out, "Latency is measured twice per round: under load ({CONNECTIONS} connections, the worker saturated, where latency is the");
+    let _ = writeln!(out, "Latency is measured two ways: under load ({CONNECTIONS} connections, the worker saturated, where latency is the");
     let _ = writeln!(out, "queue: about {CONNECTIONS} x the CPU time per request, the throughput ratio again) and with one connection sending one");
     let _ = writeln!(out, "request at a time (what the proxy adds to a request, wrk and nginx included; the latency target is judged here).\n");
     let _ = writeln!(out, "| Row | req/s | spread | vs bare | vs floor (3) | CPU us/req | cpu vs floor | instr/req | instr spread | instr vs floor | p50 | p99 | 1 conn p50 | 1 conn p99 |");
