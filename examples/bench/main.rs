@@ -595,8 +595,8 @@ fn report(rows: &[Row], options: &Options, wasm_size: u64, bare_rss: u64, cookie
     let _ = writeln!(out, "\n## Targets\n");
     let _ = writeln!(out, "Rows 3b and 3c are ceilings: the cheapest filters of this architecture that do what a profile cannot skip.");
     let _ = writeln!(out, "3b is the floor that also reads `upstream.address` on the response: every profile must learn the host Envoy");
-    let _ = writeln!(out, "used, to count the outcome and to re-pin a client whose server was replaced. 3c also adds a Set-Cookie header as");
-    let _ = writeln!(out, "long as a real one, as a first visit must (without sealing the token). A target above its ceiling cannot be met");
+    let _ = writeln!(out, "used, to count the outcome and to re-pin a client whose server was replaced. 3c also adds a Set-Cookie header shaped");
+    let _ = writeln!(out, "like a real one, as a first visit must (without sealing the token). A target above its ceiling cannot be met");
     let _ = writeln!(out, "by any filter of this architecture on this Envoy, however little its own code does.\n");
     let _ = writeln!(out, "| Target | instructions ratio | | ceiling | req/s ratio | CPU ratio |\n|---|---:|---|---:|---:|---:|");
     for (name, prefix, ceiling_row, target) in [

@@ -22,7 +22,7 @@ use std::rc::Rc;
 
 const PROFILE_METADATA: [&str; 5] = ["xds", "route_metadata", "filter_metadata", "persistence", "profile"];
 const ROUTE_NAME: [&str; 2] = ["xds", "route_name"];
-const UPSTREAM_ADDRESS: [&str; 2] = ["upstream", "address"];
+pub(super) const UPSTREAM_ADDRESS: [&str; 2] = ["upstream", "address"];
 const TLS_VERSION: [&str; 2] = ["connection", "tls_version"];
 
 pub struct Http {
