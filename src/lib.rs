@@ -12,6 +12,7 @@
 //! - `metrics`: stat names; `report`: the per-request record; `text`: hot-path formatting
 //! - `host`: the only code that talks to Envoy (proxy-wasm)
 
+pub mod client_address;
 pub mod config;
 pub mod cookie;
 pub mod endpoint;

@@ -157,11 +157,23 @@ pub enum FilterCounter {
     UnknownProfile,
     /// A host call failed; the request continued without persistence.
     HostErrors,
+    /// Client IP keys refused: Envoy took the client address from X-Forwarded-For's last entry,
+    /// which the client writes (`use_remote_address: false` with no trusted hops).
+    UntrustedClientAddress,
+    /// Client IP keys refused: `client_address: peer`, the address came from a header, and
+    /// set_filter_state did not provide the connection's peer.
+    NoPeerAddress,
 }
 
 impl FilterCounter {
-    pub const ALL: [FilterCounter; 4] =
-        [FilterCounter::ConfigErrors, FilterCounter::SpoofedOverrideHeader, FilterCounter::UnknownProfile, FilterCounter::HostErrors];
+    pub const ALL: [FilterCounter; 6] = [
+        FilterCounter::ConfigErrors,
+        FilterCounter::SpoofedOverrideHeader,
+        FilterCounter::UnknownProfile,
+        FilterCounter::HostErrors,
+        FilterCounter::UntrustedClientAddress,
+        FilterCounter::NoPeerAddress,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -169,6 +181,8 @@ impl FilterCounter {
             FilterCounter::SpoofedOverrideHeader => "persistence.override_header_removed",
             FilterCounter::UnknownProfile => "persistence.unknown_profile",
             FilterCounter::HostErrors => "persistence.host_errors",
+            FilterCounter::UntrustedClientAddress => "persistence.untrusted_client_address",
+            FilterCounter::NoPeerAddress => "persistence.no_peer_address",
         }
     }
 

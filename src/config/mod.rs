@@ -4,6 +4,7 @@
 
 pub mod reader;
 
+use crate::client_address;
 use crate::keyring::KEY_LEN;
 use crate::profile::{self, Profile};
 use base64::Engine;
@@ -26,6 +27,8 @@ pub struct Config {
     pub default_profile: Option<usize>,
     /// xDS route name -> index into `profiles`, sorted by name.
     pub routes: Vec<(String, usize)>,
+    /// Which address identifies a client for client IP keys.
+    pub client_address: client_address::Source,
 }
 
 impl Config {
@@ -146,8 +149,10 @@ fn read(root: Field, errors: &mut Errors) -> Option<Config> {
             }
         }
     }
+    let client_address =
+        object.field("client_address").and_then(|f| f.choice(&client_address::Source::CHOICES, errors)).unwrap_or(client_address::Source::Envoy);
     object.finish(errors, |_| None);
-    Some(Config { keys, primary_key_id, override_header, decision_header, profiles, default_profile, routes })
+    Some(Config { keys, primary_key_id, override_header, decision_header, profiles, default_profile, routes, client_address })
 }
 
 fn read_keys(field: Field, errors: &mut Errors) -> Vec<(u8, [u8; KEY_LEN])> {

@@ -72,7 +72,7 @@ fn a_single_key_is_primary_by_default() {
 fn every_rule_is_reported_with_its_path() {
     let cases: Vec<(serde_json::Value, Vec<&str>)> = vec![
         (json!([]), vec!["configuration: must be an object, got an array"]),
-        (json!({"profile": []}), vec!["profile: unknown field (known fields here: decision_header, default_profile, keys, override_header, primary_key_id, profiles, routes)"]),
+        (json!({"profile": []}), vec!["profile: unknown field (known fields here: client_address, decision_header, default_profile, keys, override_header, primary_key_id, profiles, routes)"]),
         (json!({"keys": [{"id": 1, "secret": "c2hvcnQ="}]}), vec!["keys[0].secret: must be base64 of exactly 32 random bytes, got 5 bytes (make one with: openssl rand -base64 32)"]),
         (json!({"keys": [{"id": 1, "secret": "not base64!"}]}), vec!["keys[0].secret: is not valid base64 (make one with: openssl rand -base64 32)"]),
         (json!({"keys": [{"id": 0, "secret": SECRET_1}]}), vec!["keys[0].id: must be an integer between 1 and 255, got number 0"]),
@@ -116,4 +116,12 @@ fn secrets_never_appear_in_errors() {
     let errors = errors_of(json!({"keys": [{"id": 1, "secret": secret}]}));
     assert_eq!(errors.len(), 1);
     assert!(!errors[0].contains(secret));
+}
+
+#[test]
+fn client_address_is_envoy_by_default_and_peer_on_request() {
+    use crate::client_address::Source;
+    assert_eq!(Config::parse(b"{}").unwrap().client_address, Source::Envoy);
+    assert_eq!(Config::parse(br#"{"client_address": "peer"}"#).unwrap().client_address, Source::Peer);
+    assert_eq!(errors_of(json!({"client_address": "xff"})), vec![r#"client_address: must be one of "envoy", "peer", got string "xff""#]);
 }

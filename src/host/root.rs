@@ -42,6 +42,9 @@ pub struct Plugin {
     pub connections: Table,
     /// Route-metadata profile names already reported as unknown (one log line per name, not per request).
     pub warned_profiles: RefCell<Vec<String>>,
+    /// Client IP keys refused for an untrusted or missing client address already logged (once per VM).
+    pub warned_untrusted_address: Cell<bool>,
+    pub warned_no_peer: Cell<bool>,
     /// Per profile: used by this VM (referenced by the configuration or seen in route metadata).
     /// Only used profiles have their tables swept and their client grouping tracked.
     pub used: Vec<Cell<bool>>,
@@ -221,7 +224,7 @@ fn configure_http(size: usize) -> Option<Plugin> {
             Some(Table::new(&format!("persistence.p{:016x}", hash_key(&[b"profile", p.name.as_bytes()])), max_entries))
         })
         .collect();
-    Some(Plugin { config, keyring, metrics, tables, connections: connection_table(), warned_profiles: RefCell::default(), used, nonces: RefCell::default() })
+    Some(Plugin { config, keyring, metrics, tables, connections: connection_table(), warned_profiles: RefCell::default(), warned_untrusted_address: Cell::default(), warned_no_peer: Cell::default(), used, nonces: RefCell::default() })
 }
 
 /// Adds client groupings to what the connection counter tracks (a CAS-merged union).
@@ -353,11 +356,12 @@ fn log_summary(config: &Config) {
     let default = config.default_profile.and_then(|i| config.profiles.get(i)).map_or("none", |p| p.name.as_str());
     let header = if config.override_header == DEFAULT_OVERRIDE_HEADER { "" } else { " (not the default: stateful_session must use the same name)" };
     log::info!(
-        "configured {} profile(s): {}; default profile: {default}; {} route mapping(s); override header {}{header}; {} key(s)",
+        "configured {} profile(s): {}; default profile: {default}; {} route mapping(s); override header {}{header}; {} key(s); client address {}",
         config.profiles.len(),
         profiles.join("; "),
         config.routes.len(),
         config.override_header,
         config.keys.len().max(1),
+        config.client_address.name(),
     );
 }

@@ -90,10 +90,10 @@ impl Http {
         plugin.note_use(index);
         let pending = match &profile.kind {
             Kind::HttpCookie(settings) => cookie::request(&plugin, index, settings, &headers).map(|p| p.map(Pending::Cookie)),
-            Kind::ClientIp(settings) => table::client_ip_request(&plugin, index, settings).map(|p| p.map(Pending::Table)),
+            Kind::ClientIp(settings) => table::client_ip_request(&plugin, index, settings, &headers).map(|p| p.map(Pending::Table)),
             Kind::AppCookie(settings) => app_cookie::request(&plugin, index, settings, &headers).map(|p| p.map(Pending::AppCookie)),
             Kind::HttpHeader(settings) => header::request(&plugin, index, settings, &headers).map(|p| p.map(Pending::Header)),
-            Kind::Tls(settings) => tls::request(&plugin, index, settings).map(|p| p.map(Pending::Table)),
+            Kind::Tls(settings) => tls::request(&plugin, index, settings, &headers).map(|p| p.map(Pending::Table)),
         };
         match pending {
             Ok(pending) => self.pending = pending,

@@ -6,10 +6,12 @@ use crate::host::ffi;
 use crate::host::root::Plugin;
 use crate::host::store::SharedData;
 use crate::endpoint::Endpoint;
-use crate::metrics::ProfileCounter;
+use crate::client_address::{self, Verdict};
+use crate::metrics::{FilterCounter, ProfileCounter};
 use crate::profile::table_backed::{self, Write};
 use crate::profile::{client_ip, Profile};
 use crate::table::{Entry, Snapshot, Table, TableError};
+use std::cell::Cell;
 
 const SOURCE_ADDRESS: [&str; 2] = ["source", "address"];
 
@@ -29,21 +31,54 @@ impl Pending {
     }
 }
 
-pub fn client_ip_request(plugin: &Plugin, profile: usize, settings: &client_ip::Settings) -> HostResult<Option<Pending>> {
+pub fn client_ip_request(plugin: &Plugin, profile: usize, settings: &client_ip::Settings, headers: &ffi::Headers) -> HostResult<Option<Pending>> {
     if settings.timeout == 0 {
         return Ok(None); // Avi: a timeout of 0 disables persistence.
     }
-    let Some(key) = client_key(plugin, profile, settings.granularity()) else { return Ok(None) };
+    let Some(key) = client_key(plugin, profile, settings.granularity(), headers) else { return Ok(None) };
     keyed_request(plugin, profile, key, settings.timeout, true)
 }
 
-/// The key of the request's client address (None when the connection has no IP address).
-pub fn client_key(plugin: &Plugin, profile: usize, granularity: client_ip::Granularity) -> Option<u64> {
+/// The key of the request's client address; None when the connection has no IP address or the
+/// address cannot be trusted (recorded, counted and logged once per VM).
+pub fn client_key(plugin: &Plugin, profile: usize, granularity: client_ip::Granularity, headers: &ffi::Headers) -> Option<u64> {
     let Some(source) = property_address(&SOURCE_ADDRESS) else {
         log::debug!("profile {}: no client address (not an IP connection): load balancing", profile_name(plugin, profile));
         return None;
     };
-    Some(client_ip::client_key(source.ip(), granularity))
+    let ip = match client_address::judge(plugin.config.client_address, source, headers.values("x-forwarded-for")) {
+        Verdict::Use(ip) => ip,
+        Verdict::Untrusted => {
+            refuse(plugin, profile, FilterCounter::UntrustedClientAddress, "untrusted_client_address", &plugin.warned_untrusted_address, UNTRUSTED_FIX);
+            return None;
+        }
+        Verdict::NeedPeer => match ffi::property(&PEER_ADDRESS).ok().flatten().and_then(|value| client_address::peer(&value)) {
+            Some(peer) => peer,
+            None => {
+                refuse(plugin, profile, FilterCounter::NoPeerAddress, "no_peer_address", &plugin.warned_no_peer, NO_PEER_FIX);
+                return None;
+            }
+        },
+    };
+    Some(client_ip::client_key(ip, granularity))
+}
+
+const PEER_ADDRESS: [&str; 2] = ["filter_state", client_address::PEER_FILTER_STATE];
+
+const UNTRUSTED_FIX: &str = "Envoy took the client address from the last X-Forwarded-For entry, which the client writes \
+    (use_remote_address: false, no xff_num_trusted_hops): load balanced without client IP persistence. \
+    Fix: set use_remote_address: true (and xff_num_trusted_hops: N behind N trusted proxies), or \"client_address\": \"peer\"";
+const NO_PEER_FIX: &str = "\"client_address\" is \"peer\", Envoy took the client address from X-Forwarded-For, and no \
+    set_filter_state filter provides the connection's peer (object_key persistence.peer, %DOWNSTREAM_DIRECT_REMOTE_ADDRESS%): \
+    load balanced without client IP persistence";
+
+/// A client address the key must not be built from: no persistence for this request.
+fn refuse(plugin: &Plugin, profile: usize, counter: FilterCounter, reason: &str, warned: &Cell<bool>, fix: &str) {
+    plugin.metrics.count(counter);
+    if !warned.replace(true) {
+        log::warn!("profile {}: {fix} (logged once per worker; counted in {})", profile_name(plugin, profile), counter.name());
+    }
+    decided(plugin, profile, None, Some(("reason", reason)), false);
 }
 
 /// Looks `key` up and remembers what the response needs.

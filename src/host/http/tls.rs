@@ -13,7 +13,7 @@ use crate::profile::tls::{self, Fallback, KeySource, Settings};
 const SESSION_ID: [&str; 2] = ["filter_state", "tls.sid"];
 const PEER_CERTIFICATE: [&str; 2] = ["connection", "sha256_peer_certificate_digest"];
 
-pub fn request(plugin: &Plugin, profile: usize, settings: &Settings) -> HostResult<Option<Pending>> {
+pub fn request(plugin: &Plugin, profile: usize, settings: &Settings, headers: &ffi::Headers) -> HostResult<Option<Pending>> {
     if settings.timeout == 0 {
         return Ok(None);
     }
@@ -33,7 +33,7 @@ pub fn request(plugin: &Plugin, profile: usize, settings: &Settings) -> HostResu
         }
         Fallback::ClientIp => {
             plugin.metrics.count_profile(profile, ProfileCounter::FallbackClientIp);
-            let Some(key) = client_key(plugin, profile, client_ip::Settings::default().granularity()) else { return Ok(None) };
+            let Some(key) = client_key(plugin, profile, client_ip::Settings::default().granularity(), headers) else { return Ok(None) };
             keyed_request(plugin, profile, key, settings.timeout, true)
         }
     }
