@@ -53,6 +53,11 @@ fn wiring_problems(config: &Value) -> Vec<String> {
                     }
                 };
                 let header = plugin.override_header.as_str();
+                // Client IP keys (client_ip, tls fallback, and the built-in profile any route can
+                // name) trust Envoy's client address: it must not come from a client's X-Forwarded-For.
+                if hcm["typed_config"]["use_remote_address"] != true {
+                    problems.push("the connection manager must set use_remote_address: true (X-Forwarded-For from clients chooses client IP keys otherwise)".into());
+                }
                 match (position("StatefulSession"), position("Router")) {
                     (Some(session), Some(router)) if wasm < session && session < router => {
                         let name = filters[session]["typed_config"]["session_state"]["typed_config"]["name"].as_str();
@@ -125,6 +130,9 @@ fn the_wiring_check_catches_a_wrong_header_name_and_a_wrong_order() {
     let filters = no_set_filter_state["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][1]["typed_config"]["http_filters"].as_array_mut().unwrap();
     filters.remove(0);
     assert!(wiring_problems(&no_set_filter_state).iter().any(|p| p.contains("set_filter_state")));
+    let mut trusts_clients = EnvoyConfig::load("client-ip.yaml");
+    trusts_clients.connection_manager_mut("main")["use_remote_address"] = Value::from(false);
+    assert!(wiring_problems(&trusts_clients.value).iter().any(|p| p.contains("use_remote_address")));
     let mut no_counter = EnvoyConfig::load("client-ip.yaml").value;
     no_counter["static_resources"]["listeners"][0]["filter_chains"][0]["filters"].as_array_mut().unwrap().remove(0);
     assert!(wiring_problems(&no_counter).iter().any(|p| p.contains("persistence_connections")));
