@@ -190,3 +190,40 @@ fn ipv6_and_ipv4_mapped_sources_on_a_dual_stack_listener() {
     assert_eq!(envoy.counter("persistence.clients.entries"), 3);
     envoy.assert_vm_healthy();
 }
+
+/// Victims 0..9 pinned over all three servers, then a new client naming each victim in
+/// X-Forwarded-For: with the shipped connection manager (`use_remote_address: true`) it is keyed on
+/// its own address and stays on one server. (Trusting the header would send it to every victim's server.)
+fn assert_forwarded_for_chooses_nothing(envoy: &Envoy, listener: std::net::SocketAddr, profile: &str) {
+    let victims: Vec<(IpAddr, String)> = (0..9).map(common::loopback).map(|v| (v, common::backend_of(&Connection::open_from(listener, v).get("/", &[])))).collect();
+    assert_eq!(victims.iter().map(|(_, s)| s).collect::<HashSet<_>>().len(), 3, "victims on every server: {victims:?}");
+    let attacker: IpAddr = "127.0.112.78".parse().unwrap();
+    let landed: HashSet<String> = victims
+        .iter()
+        .map(|(victim, _)| common::backend_of(&Connection::open_from(listener, attacker).get("/", &[("x-forwarded-for", victim.to_string().as_bytes())])))
+        .collect();
+    assert_eq!(landed.len(), 1, "the attacker stays on its own server whatever address it names: {landed:?}");
+    assert_eq!(envoy.counter(&format!("persistence.{profile}.new")), 10, "nine victims and the attacker");
+    assert_eq!(envoy.counter(&format!("persistence.{profile}.pinned")), 8, "the attacker's own entry, from its second request on");
+    assert_eq!(envoy.counter(&format!("persistence.{profile}.entries")), 10);
+    assert_eq!(envoy.counter("persistence.untrusted_client_address"), 0);
+    envoy.assert_vm_healthy();
+}
+
+#[test]
+fn x_forwarded_for_naming_a_pinned_client_does_not_reach_its_server_with_the_shipped_configs() {
+    let backends = Backend::start_many(3);
+    let envoy = Envoy::start(&EnvoyConfig::load("client-ip.yaml").backends("app", &backends).fast_health_checks());
+    assert_forwarded_for_chooses_nothing(&envoy, envoy.addr(), "clients");
+    drop(envoy);
+    // tls.yaml: clients without a TLS session id fall back to their address (plain HTTP here).
+    let pki = common::tls::Pki::new();
+    let mut config = EnvoyConfig::load("tls.yaml").backends("app", &backends).fast_health_checks().certificates(&pki);
+    let listeners = config.value["static_resources"]["listeners"].as_array_mut().unwrap();
+    let mut plain = listeners[0].clone();
+    plain["name"] = json!("plain");
+    plain["filter_chains"][0].as_object_mut().unwrap().remove("transport_socket");
+    listeners.push(plain);
+    let envoy = Envoy::start(&config);
+    assert_forwarded_for_chooses_nothing(&envoy, envoy.listener("plain"), "tls-sessions");
+}

@@ -109,6 +109,22 @@ impl EnvoyConfig {
         self
     }
 
+    /// The `typed_config` of the HTTP connection manager of listener `listener`.
+    pub fn connection_manager_mut(&mut self, listener: &str) -> &mut Value {
+        let listener = self.value["static_resources"]["listeners"]
+            .as_array_mut()
+            .and_then(|listeners| listeners.iter_mut().find(|l| l["name"] == listener))
+            .unwrap_or_else(|| panic!("no listener {listener}"));
+        let filters = listener["filter_chains"][0]["filters"].as_array_mut().expect("network filters");
+        let hcm = filters.iter_mut().find(|f| f["name"] == "envoy.filters.network.http_connection_manager").expect("an HTTP connection manager");
+        &mut hcm["typed_config"]
+    }
+
+    /// The HTTP filters of listener `listener`, in order.
+    pub fn http_filters_mut(&mut self, listener: &str) -> &mut Vec<Value> {
+        self.connection_manager_mut(listener)["http_filters"].as_array_mut().expect("http_filters")
+    }
+
     pub fn cluster_mut(&mut self, name: &str) -> &mut Value {
         self.value["static_resources"]["clusters"]
             .as_array_mut()

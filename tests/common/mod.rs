@@ -13,6 +13,18 @@ pub use backend::Backend;
 pub use client::{get, Connection, Jar};
 pub use envoy::{Envoy, EnvoyConfig, Launch};
 
+/// The backend that answered (its `x-backend` header); the response must be a 200.
+pub fn backend_of(response: &http::Response) -> String {
+    assert_eq!(response.status, 200, "{response:?}");
+    response.header("x-backend").expect("x-backend header").to_string()
+}
+
+/// The `n`th test client address, 127.0.<n / 250 + 1>.<n % 250 + 1> (any 127/8 address can be
+/// bound on Linux loopback).
+pub fn loopback(n: usize) -> std::net::IpAddr {
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, (n / 250 + 1) as u8, (n % 250 + 1) as u8))
+}
+
 /// A key secret for tests (base64 of 32 bytes); never a real deployment's.
 pub fn test_secret(fill: u8) -> String {
     use base64::Engine;
