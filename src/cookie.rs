@@ -33,11 +33,7 @@ pub fn edit(header: &[u8], name: &str, mut edit: impl FnMut(&[u8]) -> Edit) -> O
     let mut kept: Vec<std::borrow::Cow<[u8]>> = Vec::new();
     for segment in header.split(|&b| b == b';') {
         let trimmed = segment.trim_ascii_start();
-        let value = trimmed
-            .strip_prefix(name.as_bytes())
-            .map(<[u8]>::trim_ascii_start)
-            .and_then(|rest| rest.strip_prefix(b"="))
-            .map(|v| v.trim_ascii());
+        let value = trimmed.strip_prefix(name.as_bytes()).map(<[u8]>::trim_ascii_start).and_then(|rest| rest.strip_prefix(b"=")).map(|v| v.trim_ascii());
         match value.map(&mut edit) {
             None | Some(Edit::Keep) => kept.push(segment.into()),
             Some(Edit::Remove) => changed = true,
@@ -83,8 +79,7 @@ impl SetCookie<'_> {
         self.value.is_empty()
             || self.attributes.split(|&b| b == b';').any(|attribute| {
                 let Some((key, seconds)) = attribute.trim_ascii().split_at_checked(8) else { return false };
-                key.eq_ignore_ascii_case(b"max-age=")
-                    && std::str::from_utf8(seconds).ok().and_then(|v| v.trim().parse::<i64>().ok()).is_some_and(|v| v <= 0)
+                key.eq_ignore_ascii_case(b"max-age=") && std::str::from_utf8(seconds).ok().and_then(|v| v.trim().parse::<i64>().ok()).is_some_and(|v| v <= 0)
             })
     }
 }

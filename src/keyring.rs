@@ -102,7 +102,8 @@ mod tests {
         assert!(!same_key(b"\x01web\x00to", &[&[1], b"web", &[0], b"tok"]), "longer");
         assert!(!same_key(b"\x01web\x00tok", &[&[2], b"web", &[0], b"tok"]), "other purpose");
         let ring = Keyring::new(&[(1, [1; 32])], 1).unwrap();
-        let opened = crate::token::Opened { claims: crate::token::Claims { endpoint: "10.0.0.1:80".parse().unwrap(), issued_at: 5, expires_at: None }, key_id: 1 };
+        let opened =
+            crate::token::Opened { claims: crate::token::Claims { endpoint: "10.0.0.1:80".parse().unwrap(), issued_at: 5, expires_at: None }, key_id: 1 };
         ring.remember_opened(&[&[1], b"A", &[0], b"Bxyz"], opened);
         assert_eq!(ring.recently_opened(&[&[1], b"A", &[0], b"Bxyz"]), Some(opened));
         assert_eq!(ring.recently_opened(&[&[1], b"AB", &[0], b"xyz"]), None, "another name and token");

@@ -76,7 +76,10 @@ mod tests {
         assert_eq!(decision("web", "http_cookie", server, None), "profile=web type=http_cookie decision=pin server=10.0.0.7:8080");
         assert_eq!(decision("web", "http_cookie", None, Some(("rejected", "forged"))), "profile=web type=http_cookie decision=balance rejected=forged");
         assert_eq!(outcome("web", "http_cookie", Outcome::Pinned, None, server), "profile=web type=http_cookie outcome=pinned server=10.0.0.7:8080");
-        assert_eq!(outcome("web", "http_cookie", Outcome::New, Some("expired"), server), "profile=web type=http_cookie outcome=rejected:expired server=10.0.0.7:8080");
+        assert_eq!(
+            outcome("web", "http_cookie", Outcome::New, Some("expired"), server),
+            "profile=web type=http_cookie outcome=rejected:expired server=10.0.0.7:8080"
+        );
         assert_eq!(outcome("ip", "client_ip", Outcome::NoUpstream, None, None), "profile=ip type=client_ip outcome=no_upstream server=-");
     }
 }

@@ -74,8 +74,10 @@ mod tests {
             seed ^= seed << 17;
             seed
         };
-        let mut endpoints: Vec<SocketAddr> =
-            ["0.0.0.0:0", "255.255.255.255:65535", "127.0.0.1:8080", "[::1]:80", "[2001:db8::7]:443", "[::ffff:10.0.0.1]:1"].iter().map(|t| t.parse().unwrap()).collect();
+        let mut endpoints: Vec<SocketAddr> = ["0.0.0.0:0", "255.255.255.255:65535", "127.0.0.1:8080", "[::1]:80", "[2001:db8::7]:443", "[::ffff:10.0.0.1]:1"]
+            .iter()
+            .map(|t| t.parse().unwrap())
+            .collect();
         for _ in 0..1000 {
             let bits = next();
             endpoints.push(SocketAddr::from(((bits as u32).to_be_bytes(), (bits >> 32) as u16)));

@@ -98,9 +98,7 @@ pub fn seal(keyring: &Keyring, purpose: Purpose, name: &str, claims: &Claims, no
     bytes.extend_from_slice(&claims.expires_at.unwrap_or(0).to_be_bytes());
     endpoint::encode(&claims.endpoint, &mut bytes);
     let plaintext = bytes.get_mut(HEADER_LEN..)?;
-    let tag = cipher
-        .encrypt_inout_detached(&nonce.into(), &associated_data(key_id, purpose, name), plaintext.into())
-        .ok()?;
+    let tag = cipher.encrypt_inout_detached(&nonce.into(), &associated_data(key_id, purpose, name), plaintext.into()).ok()?;
     bytes.extend_from_slice(&tag);
     Some(BASE64.encode(bytes))
 }

@@ -266,4 +266,3 @@ fn the_built_in_client_ip_profile_works_by_name() {
     assert_eq!(from(&envoy, client(1)), server);
     assert_eq!(envoy.counter("persistence.System-Persistence-Client-IP.pinned"), 1);
 }
-

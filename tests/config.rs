@@ -95,7 +95,8 @@ fn a_route_with_the_filter_disabled_gets_no_persistence() {
 fn route_metadata_naming_an_unknown_profile_is_counted_and_logged_once() {
     let backends = Backend::start_many(3);
     let mut config = EnvoyConfig::load("http-cookie.yaml").backends("app", &backends).fast_health_checks();
-    let routes = config.value["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    let routes = config.value["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]
+        ["routes"]
         .as_array_mut()
         .unwrap();
     let shop = routes.iter_mut().find(|r| r["name"] == "shop").unwrap();

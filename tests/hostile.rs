@@ -195,7 +195,8 @@ fn ipv6_and_ipv4_mapped_sources_on_a_dual_stack_listener() {
 /// X-Forwarded-For: with the shipped connection manager (`use_remote_address: true`) it is keyed on
 /// its own address and stays on one server. (Trusting the header would send it to every victim's server.)
 fn assert_forwarded_for_chooses_nothing(envoy: &Envoy, listener: std::net::SocketAddr, profile: &str) {
-    let victims: Vec<(IpAddr, String)> = (0..9).map(common::loopback).map(|v| (v, common::backend_of(&Connection::open_from(listener, v).get("/", &[])))).collect();
+    let victims: Vec<(IpAddr, String)> =
+        (0..9).map(common::loopback).map(|v| (v, common::backend_of(&Connection::open_from(listener, v).get("/", &[])))).collect();
     assert_eq!(victims.iter().map(|(_, s)| s).collect::<HashSet<_>>().len(), 3, "victims on every server: {victims:?}");
     let attacker: IpAddr = "127.0.112.78".parse().unwrap();
     let landed: HashSet<String> = victims

@@ -94,12 +94,8 @@ fn clients_spread_over_every_backend_and_each_sticks_across_workers() {
     }
     // Each request used a new connection; Envoy spreads connections over its two workers. The
     // filter logs each decision with Envoy's thread id: pinned requests were decided on both.
-    let threads: HashSet<String> = envoy
-        .filter_log()
-        .iter()
-        .filter(|l| l.contains(" outcome=pinned server="))
-        .filter_map(|l| l.split("][").nth(1).map(str::to_string))
-        .collect();
+    let threads: HashSet<String> =
+        envoy.filter_log().iter().filter(|l| l.contains(" outcome=pinned server=")).filter_map(|l| l.split("][").nth(1).map(str::to_string)).collect();
     assert!(threads.len() >= 2, "pinned requests seen on {threads:?}");
     assert_eq!(envoy.counter("persistence.web.pinned"), 150);
 }

@@ -79,10 +79,14 @@ fn envoy_refuses_bad_server_assignments_naming_the_fields() {
     let backends = Backend::start_many(3);
     type Edit = fn(&mut Value);
     let cases: [(Edit, &str); 2] = [
-        (|p| p["profiles"][0]["http_header"]["servers"][1]["values"] = json!(["initech", "acme"]),
-         "profiles[0].http_header.servers[1].values[1]: \"acme\" is already assigned to"),
-        (|p| p["profiles"][0]["http_header"]["servers"][0]["address"] = json!("backend-1:8080"),
-         "profiles[0].http_header.servers[0].address: must be ip:port (IPv6 in brackets, e.g. [2001:db8::1]:8080), got \"backend-1:8080\""),
+        (
+            |p| p["profiles"][0]["http_header"]["servers"][1]["values"] = json!(["initech", "acme"]),
+            "profiles[0].http_header.servers[1].values[1]: \"acme\" is already assigned to",
+        ),
+        (
+            |p| p["profiles"][0]["http_header"]["servers"][0]["address"] = json!("backend-1:8080"),
+            "profiles[0].http_header.servers[0].address: must be ip:port (IPv6 in brackets, e.g. [2001:db8::1]:8080), got \"backend-1:8080\"",
+        ),
     ];
     for (edit, message) in cases {
         let log = Envoy::try_start(&config(&backends).plugin(edit), 1).err().expect("Envoy refused the configuration");

@@ -23,13 +23,23 @@ fn stats_show_up_in_stats_and_prometheus() {
     }
     get(envoy.addr(), "/", &[("cookie", b"AVI_COOKIE=forged"), ("x-persistence-upstream", b"MTI3LjAuMC4xOjE=")]);
     let (_, stats) = envoy.admin_get("/stats").unwrap();
-    for line in ["wasmcustom.persistence.web.new: 2", "wasmcustom.persistence.web.pinned: 3", "wasmcustom.persistence.web.rejected.malformed: 1", "wasmcustom.persistence.override_header_removed: 1"] {
+    for line in [
+        "wasmcustom.persistence.web.new: 2",
+        "wasmcustom.persistence.web.pinned: 3",
+        "wasmcustom.persistence.web.rejected.malformed: 1",
+        "wasmcustom.persistence.override_header_removed: 1",
+    ] {
         assert!(stats.lines().any(|l| l == line), "{line} missing from /stats");
     }
     let (status, prometheus) = envoy.admin_get("/stats/prometheus").unwrap();
     assert_eq!(status, 200);
     // Prometheus drops Envoy's wasmcustom. prefix and turns dots (and dashes) into underscores.
-    for (name, value) in [("persistence_web_new", "2"), ("persistence_web_pinned", "3"), ("persistence_web_rejected_malformed", "1"), ("persistence_System_Persistence_Http_Cookie_pinned", "0")] {
+    for (name, value) in [
+        ("persistence_web_new", "2"),
+        ("persistence_web_pinned", "3"),
+        ("persistence_web_rejected_malformed", "1"),
+        ("persistence_System_Persistence_Http_Cookie_pinned", "0"),
+    ] {
         assert!(prometheus.contains(&format!("# TYPE {name} counter")), "{name} type line missing");
         assert!(prometheus.lines().any(|l| l.starts_with(name) && l.ends_with(&format!(" {value}"))), "{name} {value} missing");
     }

@@ -56,7 +56,9 @@ fn wiring_problems(config: &Value) -> Vec<String> {
                 // Client IP keys (client_ip, tls fallback, and the built-in profile any route can
                 // name) trust Envoy's client address: it must not come from a client's X-Forwarded-For.
                 if hcm["typed_config"]["use_remote_address"] != true {
-                    problems.push("the connection manager must set use_remote_address: true (X-Forwarded-For from clients chooses client IP keys otherwise)".into());
+                    problems.push(
+                        "the connection manager must set use_remote_address: true (X-Forwarded-For from clients chooses client IP keys otherwise)".into(),
+                    );
                 }
                 match (position("StatefulSession"), position("Router")) {
                     (Some(session), Some(router)) if wasm < session && session < router => {
@@ -95,7 +97,8 @@ fn wiring_problems(config: &Value) -> Vec<String> {
                         if disabled(wasm_name) && !disabled("envoy.filters.http.stateful_session") {
                             problems.push(format!("route {} disables the filter but not stateful_session", route["name"]));
                         }
-                        let route_header = per_filter["envoy.filters.http.stateful_session"]["stateful_session"]["session_state"]["typed_config"]["name"].as_str();
+                        let route_header =
+                            per_filter["envoy.filters.http.stateful_session"]["stateful_session"]["session_state"]["typed_config"]["name"].as_str();
                         if route_header.is_some_and(|h| h != header) {
                             problems.push(format!("route {}: stateful_session reads {route_header:?}, the filter writes {header:?}", route["name"]));
                         }
@@ -127,7 +130,8 @@ fn the_wiring_check_catches_a_wrong_header_name_and_a_wrong_order() {
     filters.swap(0, 1);
     assert!(wiring_problems(&wrong_order).iter().any(|p| p.contains("filter order")));
     let mut no_set_filter_state = EnvoyConfig::load("tls.yaml").value;
-    let filters = no_set_filter_state["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][1]["typed_config"]["http_filters"].as_array_mut().unwrap();
+    let filters =
+        no_set_filter_state["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][1]["typed_config"]["http_filters"].as_array_mut().unwrap();
     filters.remove(0);
     assert!(wiring_problems(&no_set_filter_state).iter().any(|p| p.contains("set_filter_state")));
     let mut trusts_clients = EnvoyConfig::load("client-ip.yaml");
@@ -250,7 +254,9 @@ fn the_python_demo_backend_works_behind_the_filter() {
         .iter()
         .enumerate()
         .map(|(i, port)| {
-            Python(Command::new("python3").arg(repo_root().join("envoy/demo_backend.py")).arg(port.to_string()).arg(format!("py-{i}")).spawn().expect("python3"))
+            Python(
+                Command::new("python3").arg(repo_root().join("envoy/demo_backend.py")).arg(port.to_string()).arg(format!("py-{i}")).spawn().expect("python3"),
+            )
         })
         .collect();
     for port in &ports {
@@ -261,10 +267,8 @@ fn the_python_demo_backend_works_behind_the_filter() {
         }
     }
     let mut config = EnvoyConfig::load("http-cookie.yaml").fast_health_checks();
-    let endpoints: Vec<Value> = ports
-        .iter()
-        .map(|p| serde_json::json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}))
-        .collect();
+    let endpoints: Vec<Value> =
+        ports.iter().map(|p| serde_json::json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}})).collect();
     config.cluster_mut("app")["load_assignment"]["endpoints"] = serde_json::json!([{"lb_endpoints": endpoints}]);
     let envoy = Envoy::start(&config);
     let mut jar = Jar::default();

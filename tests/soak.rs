@@ -151,7 +151,8 @@ fn clients_keep_their_servers_through_failures_restarts_and_key_rotation() {
     let moved_by = detected + HEALTH_CHECK_INTERVAL;
     let mut last_on_down = Duration::ZERO;
     for client in &on_down {
-        let answers: Vec<(&Duration, &String)> = samples.iter().filter(|s| s.client == *client).filter_map(|s| s.result.as_ref().ok().map(|r| (&s.sent, r))).collect();
+        let answers: Vec<(&Duration, &String)> =
+            samples.iter().filter(|s| s.client == *client).filter_map(|s| s.result.as_ref().ok().map(|r| (&s.sent, r))).collect();
         let on_old = answers.iter().filter(|(_, server)| **server == down.name).map(|(at, _)| **at).max().unwrap_or_default();
         last_on_down = last_on_down.max(on_old);
         assert!(on_old <= moved_by, "client {client} on {} at {on_old:?}, marked down at {detected:?}", down.name);

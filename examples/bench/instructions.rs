@@ -35,7 +35,13 @@ impl Count {
 
 /// Starts `config` under callgrind (one worker), runs `prepare` against it for the headers a client
 /// of the row sends, then counts `batches` batches of `requests` GETs of `/`.
-pub fn count(config: &EnvoyConfig, prepare: &(dyn Fn(SocketAddr) -> Vec<(String, String)> + Send + Sync), warmup: usize, requests: usize, batches: usize) -> Count {
+pub fn count(
+    config: &EnvoyConfig,
+    prepare: &(dyn Fn(SocketAddr) -> Vec<(String, String)> + Send + Sync),
+    warmup: usize,
+    requests: usize,
+    batches: usize,
+) -> Count {
     let out = tempfile::Builder::new().prefix("envoy-persistence-callgrind").tempdir().unwrap();
     let wrapper = vec![
         "valgrind".to_string(),

@@ -40,7 +40,11 @@ struct Options {
 
 impl Options {
     fn latency_rounds(&self) -> usize {
-        if self.smoke { 1 } else { self.rounds * LATENCY_ROUNDS_PER_ROUND }
+        if self.smoke {
+            1
+        } else {
+            self.rounds * LATENCY_ROUNDS_PER_ROUND
+        }
     }
 }
 
@@ -154,10 +158,7 @@ struct Wrk {
 /// machine's other tenants took is not counted).
 fn cpu_ns(pid: u32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
-    tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
+    tasks.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok()).filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok()).sum()
 }
 
 fn microseconds(text: &str) -> Option<f64> {
@@ -425,12 +426,28 @@ fn main() {
     let mut rows: Vec<Row> = specs
         .iter()
         .zip(&envoys)
-        .map(|(spec, envoy)| Row { name: spec.name, addr: envoy.addr(), pid: pid(envoy), headers: (spec.prepare)(envoy.addr()), runs: vec![], unloaded: vec![], instructions: None })
+        .map(|(spec, envoy)| Row {
+            name: spec.name,
+            addr: envoy.addr(),
+            pid: pid(envoy),
+            headers: (spec.prepare)(envoy.addr()),
+            runs: vec![],
+            unloaded: vec![],
+            instructions: None,
+        })
         .collect();
     let with_haproxy = options.only.as_ref().is_none_or(|only| only.iter().any(|o| o == "6"));
     if with_haproxy {
         let cookie = cookie_from(haproxy, "/", &[], "SERVERID");
-        rows.push(Row { name: "6. HAProxy cookie insert, returning", addr: haproxy, pid: haproxy_pid, headers: vec![header("cookie", format!("SERVERID={cookie}"))], runs: vec![], unloaded: vec![], instructions: None });
+        rows.push(Row {
+            name: "6. HAProxy cookie insert, returning",
+            addr: haproxy,
+            pid: haproxy_pid,
+            headers: vec![header("cookie", format!("SERVERID={cookie}"))],
+            runs: vec![],
+            unloaded: vec![],
+            instructions: None,
+        });
     }
     let count = rows.len();
     for round in 0..options.rounds {
@@ -440,7 +457,15 @@ fn main() {
             assert!(result.requests_per_second > 0.0, "{}: no requests completed", row.name);
             row.runs.push(result);
         }
-        eprintln!("round {} of {}: {}", round + 1, options.rounds, rows.iter().map(|r| format!("{} {:.1}us", &r.name[..r.name.find('.').unwrap_or(0)], r.runs.last().map_or(0.0, |w| w.cpu_us_per_request))).collect::<Vec<_>>().join(" "));
+        eprintln!(
+            "round {} of {}: {}",
+            round + 1,
+            options.rounds,
+            rows.iter()
+                .map(|r| format!("{} {:.1}us", &r.name[..r.name.find('.').unwrap_or(0)], r.runs.last().map_or(0.0, |w| w.cpu_us_per_request)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
     }
     // One connection: many short rounds, so that the median p99 leaves out the seconds in which
     // the host stalled this virtual machine (a tail measure is what such a stall spoils).
@@ -474,10 +499,8 @@ fn main() {
     let counted: Vec<&Spec> = specs.iter().filter(|s| options.callgrind && (!options.smoke || s.name.starts_with("3.") || s.name.starts_with("5a."))).collect();
     eprintln!("counting instructions under callgrind: {} Envoys at once, about a minute each to start", counted.len());
     let counts: Vec<(&str, instructions::Count)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = counted
-            .iter()
-            .map(|spec| scope.spawn(move || (spec.name, instructions::count(&spec.config, &spec.prepare, warmup, requests, batches))))
-            .collect();
+        let handles: Vec<_> =
+            counted.iter().map(|spec| scope.spawn(move || (spec.name, instructions::count(&spec.config, &spec.prepare, warmup, requests, batches)))).collect();
         handles.into_iter().map(|h| h.join().expect("instruction count")).collect()
     });
     for (name, count) in counts {
@@ -487,7 +510,10 @@ fn main() {
     }
     if options.only.is_some() {
         for row in &rows {
-            let instructions = row.instructions.as_ref().map_or(String::new(), |c| format!("  {:.0} instr/req (spread {:.2}%, Wasm code {:.0})", c.per_request(), c.spread() * 100.0, c.wasm_code));
+            let instructions = row
+                .instructions
+                .as_ref()
+                .map_or(String::new(), |c| format!("  {:.0} instr/req (spread {:.2}%, Wasm code {:.0})", c.per_request(), c.spread() * 100.0, c.wasm_code));
             println!(
                 "{:<45} {:>8.0} req/s  {:>6.1} cpu-us/req  p50 {:>5.0} us  p99 {:>5.0} us  one connection: p50 {:>4.0} us  p99 {:>4.0} us{instructions}",
                 row.name,
@@ -534,7 +560,8 @@ fn machine() -> String {
     let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()).unwrap_or_default();
     let cores = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let envoy = Command::new(common::envoy::envoy_bin()).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let envoy =
+        Command::new(common::envoy::envoy_bin()).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
     let envoy = envoy.split_whitespace().last().unwrap_or_default().to_string();
     format!("{cores} x {model}, Linux {}, Envoy {envoy}", kernel.trim())
 }
@@ -633,10 +660,24 @@ fn report(rows: &[Row], options: &Options, wasm_size: u64, bare_rss: u64, cookie
     for row in rows.iter().filter(|r| r.name.starts_with(['2', '3', '5'])) {
         let (Some(c), Some((floor_wasm, floor_envoy))) = (&row.instructions, floor_split) else { continue };
         let envoy = c.per_request() - c.wasm_code;
-        let _ = writeln!(out, "| {} | {:.0} | {:.0} | {envoy:.0} | {:+.0} | {:+.0} |", row.name, c.per_request(), c.wasm_code, c.wasm_code - floor_wasm, envoy - floor_envoy);
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.0} | {envoy:.0} | {:+.0} | {:+.0} |",
+            row.name,
+            c.per_request(),
+            c.wasm_code,
+            c.wasm_code - floor_wasm,
+            envoy - floor_envoy
+        );
     }
     let _ = writeln!(out, "\n## Memory\n");
-    let _ = writeln!(out, "- Envoy RSS, one worker, after warm-up: bare {:.1} MiB, with this module (http-cookie.yaml) {:.1} MiB (+{:.1} MiB).", bare_rss as f64 / 1048576.0, cookie_rss as f64 / 1048576.0, cookie_rss.saturating_sub(bare_rss) as f64 / 1048576.0);
+    let _ = writeln!(
+        out,
+        "- Envoy RSS, one worker, after warm-up: bare {:.1} MiB, with this module (http-cookie.yaml) {:.1} MiB (+{:.1} MiB).",
+        bare_rss as f64 / 1048576.0,
+        cookie_rss as f64 / 1048576.0,
+        cookie_rss.saturating_sub(bare_rss) as f64 / 1048576.0
+    );
     for t in table {
         let _ = writeln!(
             out,

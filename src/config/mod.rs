@@ -44,9 +44,7 @@ impl Config {
     /// Profiles known to be used at configure time: every configured profile, and built-ins named
     /// by `default_profile` or `routes` (route metadata is only seen per request).
     pub fn in_use(&self, index: usize) -> bool {
-        self.profiles.get(index).is_some_and(|p| !p.builtin)
-            || self.default_profile == Some(index)
-            || self.routes.iter().any(|(_, i)| *i == index)
+        self.profiles.get(index).is_some_and(|p| !p.builtin) || self.default_profile == Some(index) || self.routes.iter().any(|(_, i)| *i == index)
     }
 
     pub fn parse(text: &[u8]) -> Result<Config, Vec<ConfigError>> {
@@ -178,7 +176,10 @@ fn read_keys(field: Field, errors: &mut Errors) -> Vec<(u8, [u8; KEY_LEN])> {
                 match decoded.map(<[u8; KEY_LEN]>::try_from) {
                     Ok(Ok(secret)) => Some(secret),
                     Ok(Err(bytes)) => {
-                        errors.add(&field.path, format!("must be base64 of exactly {KEY_LEN} random bytes, got {} bytes (make one with: openssl rand -base64 32)", bytes.len()));
+                        errors.add(
+                            &field.path,
+                            format!("must be base64 of exactly {KEY_LEN} random bytes, got {} bytes (make one with: openssl rand -base64 32)", bytes.len()),
+                        );
                         None
                     }
                     Err(_) => {

@@ -137,9 +137,7 @@ impl<'a> Field<'a> {
     /// The elements of an array with their paths (`path[i]`).
     pub fn array(&self, errors: &mut Errors) -> Option<Vec<Field<'a>>> {
         match self.value {
-            Value::Array(items) => Some(
-                items.iter().enumerate().map(|(i, value)| Field { path: format!("{}[{i}]", self.path), value }).collect(),
-            ),
+            Value::Array(items) => Some(items.iter().enumerate().map(|(i, value)| Field { path: format!("{}[{i}]", self.path), value }).collect()),
             _ => {
                 self.wrong_type("an array", errors);
                 None

@@ -51,9 +51,7 @@ fn minimal_configuration_generates_a_key_and_has_builtins() {
 #[test]
 fn a_builtin_can_be_redefined() {
     let config = Config::parse(
-        json!({"profiles": [{"name": "System-Persistence-Http-Cookie", "type": "http_cookie", "http_cookie": {"name": "MINE"}}]})
-            .to_string()
-            .as_bytes(),
+        json!({"profiles": [{"name": "System-Persistence-Http-Cookie", "type": "http_cookie", "http_cookie": {"name": "MINE"}}]}).to_string().as_bytes(),
     )
     .unwrap();
     let matching: Vec<_> = config.profiles.iter().filter(|p| p.name == "System-Persistence-Http-Cookie").collect();
@@ -100,7 +98,8 @@ fn every_rule_is_reported_with_its_path() {
 
 #[test]
 fn reports_all_errors_at_once() {
-    let errors = errors_of(json!({"override_header": "", "profiles": [{"name": "w", "type": "http_cookie", "http_cookie": {"timeout_minutes": 1, "secure": "yes"}}]}));
+    let errors =
+        errors_of(json!({"override_header": "", "profiles": [{"name": "w", "type": "http_cookie", "http_cookie": {"timeout_minutes": 1, "secure": "yes"}}]}));
     assert_eq!(errors.len(), 3, "{errors:?}");
 }
 

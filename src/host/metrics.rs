@@ -24,11 +24,7 @@ pub fn define(kind: MetricKind, name: &str) -> Option<u32> {
 
 impl Metrics {
     pub fn filter_only() -> Metrics {
-        Metrics {
-            filter: FilterCounter::ALL.iter().map(|c| define(MetricKind::Counter, c.name())).collect(),
-            profiles: Vec::new(),
-            entries: Vec::new(),
-        }
+        Metrics { filter: FilterCounter::ALL.iter().map(|c| define(MetricKind::Counter, c.name())).collect(), profiles: Vec::new(), entries: Vec::new() }
     }
 
     pub fn new(profiles: &[Profile]) -> Metrics {
@@ -36,14 +32,10 @@ impl Metrics {
         metrics.profiles = profiles
             .iter()
             .map(|p| {
-                ProfileCounter::ALL
-                    .iter()
-                    .map(|c| c.applies_to(&p.kind).then(|| define(MetricKind::Counter, &profile_stat(&p.name, *c))).flatten())
-                    .collect()
+                ProfileCounter::ALL.iter().map(|c| c.applies_to(&p.kind).then(|| define(MetricKind::Counter, &profile_stat(&p.name, *c))).flatten()).collect()
             })
             .collect();
-        metrics.entries =
-            profiles.iter().map(|p| p.kind.uses_table().then(|| define(MetricKind::Gauge, &entries_stat(&p.name))).flatten()).collect();
+        metrics.entries = profiles.iter().map(|p| p.kind.uses_table().then(|| define(MetricKind::Gauge, &entries_stat(&p.name))).flatten()).collect();
         metrics
     }
 

@@ -224,7 +224,18 @@ fn configure_http(size: usize) -> Option<Plugin> {
             Some(Table::new(&format!("persistence.p{:016x}", hash_key(&[b"profile", p.name.as_bytes()])), max_entries))
         })
         .collect();
-    Some(Plugin { config, keyring, metrics, tables, connections: connection_table(), warned_profiles: RefCell::default(), warned_untrusted_address: Cell::default(), warned_no_peer: Cell::default(), used, nonces: RefCell::default() })
+    Some(Plugin {
+        config,
+        keyring,
+        metrics,
+        tables,
+        connections: connection_table(),
+        warned_profiles: RefCell::default(),
+        warned_untrusted_address: Cell::default(),
+        warned_no_peer: Cell::default(),
+        used,
+        nonces: RefCell::default(),
+    })
 }
 
 /// Adds client groupings to what the connection counter tracks (a CAS-merged union).

@@ -72,8 +72,7 @@ impl Context for Connection {}
 impl StreamContext for Connection {
     fn on_new_connection(&mut self) -> Action {
         let source = ffi::property(&["source", "address"]).ok().flatten();
-        let Some(ip) = source.and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse::<std::net::SocketAddr>().ok()).map(|a| a.ip())
-        else {
+        let Some(ip) = source.and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse::<std::net::SocketAddr>().ok()).map(|a| a.ip()) else {
             // Unix sockets and the like: nothing to count.
             return Action::Continue;
         };

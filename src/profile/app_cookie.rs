@@ -100,10 +100,7 @@ pub fn session_id<'a>(name: &'a str, cookie_headers: &'a [impl AsRef<[u8]>], pat
         return Some((value, Found::Query));
     }
     // `/shop/cart;jsessionid=ABC/next;x=1`: parameters follow `;` within a segment.
-    path.split(|&b| b == b'/')
-        .flat_map(|segment| segment.split(|&b| b == b';').skip(1))
-        .find_map(named)
-        .map(|value| (value, Found::PathParameter))
+    path.split(|&b| b == b'/').flat_map(|segment| segment.split(|&b| b == b';').skip(1)).find_map(named).map(|value| (value, Found::PathParameter))
 }
 
 /// The table key of a session id.
@@ -172,7 +169,11 @@ pub enum Prefixed {
     Absent,
     /// Our token, but it does not open (rotated-out key, forged, other name).
     Rejected(OpenError),
-    Valid { claims: Claims, key_id: u8, value: Vec<u8> },
+    Valid {
+        claims: Claims,
+        key_id: u8,
+        value: Vec<u8>,
+    },
 }
 
 /// Reads the prefix-mode cookie and returns it with the Cookie headers rewritten for the backend
@@ -215,7 +216,15 @@ pub fn seal_set_cookie(name: &str, keyring: &Keyring, header: &[u8], upstream: E
 
 /// Prefix mode, after `immediate` moved a client whose response did not set the cookie: the
 /// client's value sealed for the new server, so later requests follow it.
-pub fn reissue(settings: &Settings, keyring: &Keyring, value: &[u8], upstream: Endpoint, now: u64, nonce: [u8; token::NONCE_LEN], secure: bool) -> Option<String> {
+pub fn reissue(
+    settings: &Settings,
+    keyring: &Keyring,
+    value: &[u8],
+    upstream: Endpoint,
+    now: u64,
+    nonce: [u8; token::NONCE_LEN],
+    secure: bool,
+) -> Option<String> {
     let token = token::seal(keyring, Purpose::AppCookiePrefix, &settings.name, &Claims { endpoint: upstream, issued_at: now, expires_at: None }, nonce)?;
     let value = std::str::from_utf8(value).ok()?;
     let attributes = cookie::Attributes { path: settings.path.clone(), domain: None, http_only: true, same_site: None };

@@ -58,9 +58,7 @@ impl Settings {
         if let Some(field) = object.field("idle_timeout_minutes") {
             if let Some(idle) = field.integer(1, 720, errors).map(|m| m * MINUTE) {
                 match settings.timeout {
-                    Some(timeout) if idle > timeout => {
-                        errors.add(&field.path, "must not be longer than timeout_minutes (the cookie would expire first)")
-                    }
+                    Some(timeout) if idle > timeout => errors.add(&field.path, "must not be longer than timeout_minutes (the cookie would expire first)"),
                     _ => settings.idle_timeout = Some(idle),
                 }
             }
@@ -185,7 +183,10 @@ fn judge(settings: &Settings, keyring: &Keyring, value: &[u8], now: u64) -> Resu
 pub enum Reply {
     None,
     /// The presented token again (always_send): no crypto needed.
-    Echo { token: String, expires_at: Option<u64> },
+    Echo {
+        token: String,
+        expires_at: Option<u64>,
+    },
     Seal(Claims),
 }
 

@@ -33,7 +33,10 @@ impl Settings {
                         Some(field) => field.string(errors).and_then(|text| {
                             let parsed = endpoint::parse(text);
                             if parsed.is_none() {
-                                errors.add(&field.path, format!("must be ip:port (IPv6 in brackets, e.g. [2001:db8::1]:8080), got {}", crate::config::reader::quoted(text)));
+                                errors.add(
+                                    &field.path,
+                                    format!("must be ip:port (IPv6 in brackets, e.g. [2001:db8::1]:8080), got {}", crate::config::reader::quoted(text)),
+                                );
                             }
                             parsed
                         }),
@@ -59,7 +62,13 @@ impl Settings {
                         match assigned.binary_search_by(|(v, _, _)| v.as_str().cmp(value)) {
                             Ok(first) => {
                                 if let Some((_, path, address)) = assigned.get(first) {
-                                    errors.add(&value_field.path, format!("{} is already assigned to {address} at {path}: a value selects one server", crate::config::reader::quoted(value)));
+                                    errors.add(
+                                        &value_field.path,
+                                        format!(
+                                            "{} is already assigned to {address} at {path}: a value selects one server",
+                                            crate::config::reader::quoted(value)
+                                        ),
+                                    );
                                 }
                             }
                             Err(at) => assigned.insert(at, (value.to_string(), value_field.path.clone(), address)),
@@ -110,18 +119,30 @@ mod tests {
     #[test]
     fn rejects_bad_settings_naming_both_places_of_a_duplicate() {
         let cases = [
-            (json!({"name": "x", "servers": [{"address": "10.0.0.1:80", "values": ["a"]}, {"address": "10.0.0.2:80", "values": ["b", "a"]}]}),
-             "http_header.servers[1].values[1]: \"a\" is already assigned to 10.0.0.1:80 at http_header.servers[0].values[0]: a value selects one server"),
-            (json!({"name": "x", "servers": [{"address": "10.0.0.1", "values": ["a"]}]}),
-             "http_header.servers[0].address: must be ip:port (IPv6 in brackets, e.g. [2001:db8::1]:8080), got \"10.0.0.1\""),
-            (json!({"name": "x", "servers": [{"address": "::1:80", "values": ["a"]}]}),
-             "http_header.servers[0].address: must be ip:port (IPv6 in brackets, e.g. [2001:db8::1]:8080), got \"::1:80\""),
+            (
+                json!({"name": "x", "servers": [{"address": "10.0.0.1:80", "values": ["a"]}, {"address": "10.0.0.2:80", "values": ["b", "a"]}]}),
+                "http_header.servers[1].values[1]: \"a\" is already assigned to 10.0.0.1:80 at http_header.servers[0].values[0]: a value selects one server",
+            ),
+            (
+                json!({"name": "x", "servers": [{"address": "10.0.0.1", "values": ["a"]}]}),
+                "http_header.servers[0].address: must be ip:port (IPv6 in brackets, e.g. [2001:db8::1]:8080), got \"10.0.0.1\"",
+            ),
+            (
+                json!({"name": "x", "servers": [{"address": "::1:80", "values": ["a"]}]}),
+                "http_header.servers[0].address: must be ip:port (IPv6 in brackets, e.g. [2001:db8::1]:8080), got \"::1:80\"",
+            ),
             (json!({"name": "x", "servers": []}), "http_header.servers: must list at least one server"),
             (json!({"name": "x"}), "http_header.servers: is required: [{\"address\": \"ip:port\", \"values\": [...]}]"),
             (json!({"name": "a b", "servers": [{"address": "10.0.0.1:80", "values": ["a"]}]}), "http_header.name: must be an HTTP header name, got \"a b\""),
             (json!({"name": "x", "servers": [{"address": "10.0.0.1:80", "values": [""]}]}), "http_header.servers[0].values[0]: must not be empty"),
-            (json!({"name": "x", "servers": [{"address": "10.0.0.1:80"}]}), "http_header.servers[0].values: is required (the header values that select this server)"),
-            (json!({"name": "x", "servers": [{"address": "10.0.0.1:80", "values": ["a"], "weight": 1}]}), "http_header.servers[0].weight: unknown field (known fields here: address, values)"),
+            (
+                json!({"name": "x", "servers": [{"address": "10.0.0.1:80"}]}),
+                "http_header.servers[0].values: is required (the header values that select this server)",
+            ),
+            (
+                json!({"name": "x", "servers": [{"address": "10.0.0.1:80", "values": ["a"], "weight": 1}]}),
+                "http_header.servers[0].weight: unknown field (known fields here: address, values)",
+            ),
         ];
         for (section, expected) in cases {
             assert_eq!(parse(section.clone()), Err(vec![expected.to_string()]), "{section}");

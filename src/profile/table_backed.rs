@@ -26,9 +26,7 @@ pub fn decide(pin: Option<Entry<Endpoint>>, upstream: Option<Endpoint>, server_d
     let fresh = upstream.map(|endpoint| Entry { touched: now, record: endpoint });
     let write = match (outcome, pin, fresh) {
         // Refresh an entry once half its timeout has passed, not on every request.
-        (Outcome::Pinned, Some(pin), _) if now.saturating_sub(pin.touched) >= timeout / 2 => {
-            Some(Write::Refresh(Entry { touched: now, record: pin.record }))
-        }
+        (Outcome::Pinned, Some(pin), _) if now.saturating_sub(pin.touched) >= timeout / 2 => Some(Write::Refresh(Entry { touched: now, record: pin.record })),
         (Outcome::New, _, Some(fresh)) => Some(Write::InsertIfAbsent(fresh)),
         (Outcome::Repicked, Some(pin), Some(fresh)) => Some(Write::Move { from: pin.record, to: fresh }),
         _ => None,

@@ -138,10 +138,16 @@ fn concurrent_writes_to_one_bucket_are_never_lost() {
     };
     let mut calls = 0;
     let applied = table
-        .update(&interfering, mine, None, |_| {
-            calls += 1;
-            Change::Put(entry(1, 60))
-        }, |_: &Entry<Endpoint>| false)
+        .update(
+            &interfering,
+            mine,
+            None,
+            |_| {
+                calls += 1;
+                Change::Put(entry(1, 60))
+            },
+            |_: &Entry<Endpoint>| false,
+        )
         .unwrap();
     assert!(applied.inserted);
     assert_eq!(calls, 2, "decided again on fresh data after the conflict");

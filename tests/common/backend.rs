@@ -131,17 +131,9 @@ fn serve(stream: TcpStream, state: &State) {
 fn respond(request: &http::Request, state: &State) -> (u16, Headers, Vec<u8>) {
     let (path, query) = request.path.split_once('?').unwrap_or((&request.path, ""));
     if path == "/healthz" {
-        return if state.healthy.load(Ordering::SeqCst) {
-            (200, vec![], b"ok\n".to_vec())
-        } else {
-            (503, vec![], b"unhealthy\n".to_vec())
-        };
+        return if state.healthy.load(Ordering::SeqCst) { (200, vec![], b"ok\n".to_vec()) } else { (503, vec![], b"unhealthy\n".to_vec()) };
     }
-    state.received.lock().expect("lock").push(Received {
-        method: request.method.clone(),
-        path: request.path.clone(),
-        headers: request.headers.clone(),
-    });
+    state.received.lock().expect("lock").push(Received { method: request.method.clone(), path: request.path.clone(), headers: request.headers.clone() });
     let mut headers: Headers = vec![("x-backend".into(), state.name.clone().into_bytes()), ("content-type".into(), b"text/plain".to_vec())];
     for (key, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
         if key == "set-cookie" {
@@ -185,10 +177,16 @@ fn page(request: &http::Request, name: &str) -> String {
     )
 }
 
-fn servlet_session(request: &http::Request, path: &str, query: &str, state: &State, sessions: &Mutex<std::collections::HashSet<String>>, headers: &mut Headers) {
-    let from_cookie = http::header(&request.headers, "cookie").and_then(|c| {
-        String::from_utf8_lossy(c).split(';').find_map(|pair| pair.trim().strip_prefix("JSESSIONID=").map(str::to_string))
-    });
+fn servlet_session(
+    request: &http::Request,
+    path: &str,
+    query: &str,
+    state: &State,
+    sessions: &Mutex<std::collections::HashSet<String>>,
+    headers: &mut Headers,
+) {
+    let from_cookie = http::header(&request.headers, "cookie")
+        .and_then(|c| String::from_utf8_lossy(c).split(';').find_map(|pair| pair.trim().strip_prefix("JSESSIONID=").map(str::to_string)));
     let from_path = path.split(';').skip(1).find_map(|p| p.strip_prefix("jsessionid=").map(|v| v.split('/').next().unwrap_or(v).to_string()));
     let from_query = query.split('&').find_map(|p| p.strip_prefix("JSESSIONID=").map(str::to_string));
     let presented = from_cookie.or(from_path).or(from_query);

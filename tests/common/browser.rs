@@ -36,9 +36,17 @@ impl Browser {
         let mut browser = Browser { driver, addr, session: String::new(), _profile: profile };
         // Flags for a sandboxed machine without network beyond loopback (see the machine notes).
         let args = json!([
-            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            format!("--user-data-dir={}", browser._profile.path().display()), "--window-size=900,520"
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            format!("--user-data-dir={}", browser._profile.path().display()),
+            "--window-size=900,520"
         ]);
         let capabilities = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {"binary": chromium, "args": args}}}});
         let created = browser.call("POST", "/session", Some(capabilities));

@@ -31,9 +31,7 @@ pub fn envoy_bin() -> PathBuf {
 }
 
 pub fn wasm_path() -> PathBuf {
-    let path = std::env::var("PERSISTENCE_WASM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join("target/wasm32-wasip1/release/envoy_persistence.wasm"));
+    let path = std::env::var("PERSISTENCE_WASM").map(PathBuf::from).unwrap_or_else(|_| repo_root().join("target/wasm32-wasip1/release/envoy_persistence.wasm"));
     assert!(path.exists(), "{} is missing: run `make build` (make test does it)", path.display());
     path
 }
@@ -100,10 +98,8 @@ impl EnvoyConfig {
 
     /// Points `cluster` at these addresses (backends the harness did not start).
     pub fn backend_addresses(mut self, cluster: &str, addresses: &[SocketAddr]) -> EnvoyConfig {
-        let endpoints: Vec<Value> = addresses
-            .iter()
-            .map(|a| json!({"endpoint": {"address": {"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}}}}))
-            .collect();
+        let endpoints: Vec<Value> =
+            addresses.iter().map(|a| json!({"endpoint": {"address": {"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}}}})).collect();
         let cluster = self.cluster_mut(cluster);
         cluster["load_assignment"]["endpoints"] = json!([{"lb_endpoints": endpoints}]);
         self
@@ -585,7 +581,11 @@ impl Drop for Envoy {
             let log = self.log();
             let tail: Vec<&str> = log.lines().rev().take(150).collect::<Vec<_>>().into_iter().rev().collect();
             let events = std::fs::read_to_string(self.dir.path().join("hc-events.log")).unwrap_or_default();
-            eprintln!("----- Envoy log (last 150 lines) -----\n{}\n----- access log -----\n{}\n----- health check events -----\n{events}", tail.join("\n"), self.access_log());
+            eprintln!(
+                "----- Envoy log (last 150 lines) -----\n{}\n----- access log -----\n{}\n----- health check events -----\n{events}",
+                tail.join("\n"),
+                self.access_log()
+            );
         }
         self.stop();
     }

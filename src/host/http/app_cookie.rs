@@ -83,7 +83,15 @@ pub fn response(plugin: &Plugin, pending: Pending, upstream: Option<Endpoint>) -
 
 /// Seals the backend's session cookie for `upstream`; after a move without one, re-issues the
 /// client's.
-fn seal_response(plugin: &Plugin, profile: usize, settings: &Settings, set_cookies: &[&[u8]], upstream: Endpoint, outcome: Outcome, found: &Prefixed) -> HostResult<()> {
+fn seal_response(
+    plugin: &Plugin,
+    profile: usize,
+    settings: &Settings,
+    set_cookies: &[&[u8]],
+    upstream: Endpoint,
+    outcome: Outcome,
+    found: &Prefixed,
+) -> HostResult<()> {
     let now = ffi::now_seconds();
     let mut sealed_any = false;
     let mut rewritten = Vec::with_capacity(set_cookies.len());

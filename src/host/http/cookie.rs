@@ -1,9 +1,9 @@
 //! Glue of `http_cookie` profiles: read and strip our cookie, issue or refresh it.
 
 use super::{decided, log_outcome, nonce, pin, profile_name, rewrite_cookie_headers, HostResult};
+use crate::endpoint::Endpoint;
 use crate::host::ffi::{self, Map};
 use crate::host::root::Plugin;
-use crate::endpoint::Endpoint;
 use crate::metrics::ProfileCounter;
 use crate::profile::http_cookie::{self, Presented};
 use crate::profile::{Kind, Profile};

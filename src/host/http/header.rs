@@ -1,9 +1,9 @@
 //! Glue of `http_header` profiles: the request header's value selects a statically assigned server.
 
 use super::{decided, log_outcome, pin, HostResult};
+use crate::endpoint::Endpoint;
 use crate::host::ffi;
 use crate::host::root::Plugin;
-use crate::endpoint::Endpoint;
 use crate::metrics::ProfileCounter;
 use crate::profile::{http_header, Profile};
 

@@ -211,7 +211,10 @@ fn select_profile(plugin: &Plugin) -> Option<usize> {
             let mut warned = plugin.warned_profiles.borrow_mut();
             if !warned.iter().any(|w| *w == name) {
                 warned.push(name.to_string());
-                log::warn!("route metadata names profile {}, which the plugin configuration does not define: no persistence on that route", crate::config::reader::quoted(&name));
+                log::warn!(
+                    "route metadata names profile {}, which the plugin configuration does not define: no persistence on that route",
+                    crate::config::reader::quoted(&name)
+                );
             }
         }
         return found;
@@ -238,12 +241,7 @@ fn rewrite_cookie_headers(original: &[&[u8]], rewritten: &[Option<Vec<u8>>]) -> 
     if rewritten.iter().all(Option::is_none) {
         return Ok(());
     }
-    let kept: Vec<&[u8]> = rewritten
-        .iter()
-        .zip(original)
-        .map(|(new, old)| new.as_deref().unwrap_or(old))
-        .filter(|header| !header.is_empty())
-        .collect();
+    let kept: Vec<&[u8]> = rewritten.iter().zip(original).map(|(new, old)| new.as_deref().unwrap_or(old)).filter(|header| !header.is_empty()).collect();
     let result = if kept.is_empty() {
         ffi::remove_header(Map::RequestHeaders, "cookie")
     } else {

@@ -2,11 +2,11 @@
 //! and the client IP profile's own part (its key).
 
 use super::{decided, log_outcome, pin, profile_name, property_address, HostResult};
+use crate::client_address::{self, Verdict};
+use crate::endpoint::Endpoint;
 use crate::host::ffi;
 use crate::host::root::Plugin;
 use crate::host::store::SharedData;
-use crate::endpoint::Endpoint;
-use crate::client_address::{self, Verdict};
 use crate::metrics::{FilterCounter, ProfileCounter};
 use crate::profile::table_backed::{self, Write};
 use crate::profile::{client_ip, Profile};
@@ -107,14 +107,19 @@ pub fn table_of(plugin: &Plugin, profile: usize) -> Option<&Table> {
 
 /// Looks `key` up (one bucket read) and pins the request if a live entry names a server. Returns
 /// the snapshot (reused by the response's write) and the live entry.
-pub fn lookup(plugin: &Plugin, profile: usize, key: u64, timeout: u32, connection_aware: bool, now: u32) -> HostResult<Option<(Snapshot, Option<Entry<Endpoint>>)>> {
+pub fn lookup(
+    plugin: &Plugin,
+    profile: usize,
+    key: u64,
+    timeout: u32,
+    connection_aware: bool,
+    now: u32,
+) -> HostResult<Option<(Snapshot, Option<Entry<Endpoint>>)>> {
     let Some(table) = table_of(plugin, profile) else { return Ok(None) };
     let store = SharedData;
     let snapshot = table.read(&store, key).map_err(|e| ("reading the shared table", store_status(e)))?;
     let entry: Option<Entry<Endpoint>> = table.find(&snapshot, key);
-    let live = entry.filter(|e| {
-        table_backed::alive(e, timeout, now) || (connection_aware && connections_keep_alive(&plugin.connections, key, timeout, now))
-    });
+    let live = entry.filter(|e| table_backed::alive(e, timeout, now) || (connection_aware && connections_keep_alive(&plugin.connections, key, timeout, now)));
     if let Some(entry) = &live {
         pin(plugin, &entry.record)?;
     }

@@ -24,7 +24,10 @@ fn reads_settings() {
 fn rejects_bad_settings() {
     let cases = [
         (json!({}), "app_cookie.name: is required (the application's session cookie, e.g. JSESSIONID)"),
-        (json!({"name": "J", "mode": "prefix", "timeout_minutes": 20}), "app_cookie.timeout_minutes: has no effect in prefix mode: the persistence lives in the application's cookie, as long as it does"),
+        (
+            json!({"name": "J", "mode": "prefix", "timeout_minutes": 20}),
+            "app_cookie.timeout_minutes: has no effect in prefix mode: the persistence lives in the application's cookie, as long as it does",
+        ),
         (json!({"name": "J", "path": "/"}), "app_cookie.path: is for prefix mode only (the Path of a cookie the filter re-issues)"),
         (json!({"name": "J", "mode": "cookie"}), "app_cookie.mode: must be one of \"table\", \"prefix\", got string \"cookie\""),
         (json!({"name": "J", "timeout_minutes": 0}), "app_cookie.timeout_minutes: must be an integer between 1 and 720, got number 0"),
@@ -40,7 +43,8 @@ fn rejects_bad_settings() {
 #[test]
 fn finds_the_session_id_in_cookie_query_or_path_parameter() {
     let cookies = vec![b"a=1; JSESSIONID=C00KIE".to_vec()];
-    let found = |cookies: &[Vec<u8>], path: &'static str| session_id("JSESSIONID", cookies, path.as_bytes()).map(|(v, f)| (String::from_utf8(v.to_vec()).unwrap(), f));
+    let found =
+        |cookies: &[Vec<u8>], path: &'static str| session_id("JSESSIONID", cookies, path.as_bytes()).map(|(v, f)| (String::from_utf8(v.to_vec()).unwrap(), f));
     assert_eq!(found(&cookies, "/x?JSESSIONID=Q"), Some(("C00KIE".into(), Found::Cookie)), "the cookie wins");
     assert_eq!(found(&[], "/x?a=1&JSESSIONID=QUERY&b=2"), Some(("QUERY".into(), Found::Query)));
     assert_eq!(found(&[], "/shop/cart;jsessionid=PATH?a=1"), Some(("PATH".into(), Found::PathParameter)));
