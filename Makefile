@@ -6,7 +6,7 @@ TEST_THREADS ?= 3
 
 BENCH_WASM := target/bench/wasm32-wasip1/release/envoy_persistence.wasm
 
-.PHONY: build envoy browser bench-tools bench-wasm test lint unit integration fuzz-smoke fuzz soak demo demo-check bench bench-smoke clean
+.PHONY: build envoy browser bench-tools bench-wasm test check lint unit integration fuzz-smoke fuzz soak demo demo-check bench bench-smoke clean
 
 ## build: the release .wasm (installs the wasm toolchain if missing)
 build:
@@ -25,11 +25,16 @@ browser:
 ## and one short round of the benchmark
 test: build envoy browser lint unit fuzz-smoke integration bench-smoke
 
-## lint: clippy with unwrap/expect/panic denied outside tests (Cargo.toml [lints]), for the module
-## as shipped, the benchmark build, and the native code and tests
+## check: the inner loop, in seconds and with no installs: lint and the native unit and flow tests
+check: lint unit
+
+## lint: rustfmt, clippy with unwrap/expect/panic denied outside tests (Cargo.toml [lints]) for the
+## module as shipped, the benchmark build and the native code and tests; only src/wasm/ names
+## proxy_wasm and no module imports another that imports it back (scripts/check-modules.py)
 lint:
 	scripts/lint.sh
 
+## unit: native tests of the pure code, the flow tests on a fake host among them (no Envoy)
 unit:
 	cargo test --lib
 
@@ -47,6 +52,7 @@ soak: build envoy
 	ENVOY_BIN=$$(scripts/install-envoy.sh 2>/dev/null) PERSISTENCE_WASM=$(CURDIR)/$(WASM) SOAK_SECONDS=$(SOAK_SECONDS) \
 	  cargo test --test soak -- --nocapture
 
+## integration: the built module in real Envoys (make test installs what they need first)
 integration:
 	ENVOY_BIN=$$(scripts/install-envoy.sh 2>/dev/null) PERSISTENCE_WASM=$(CURDIR)/$(WASM) \
 	  cargo test --test '*' -- --test-threads $(TEST_THREADS)

@@ -1,5 +1,5 @@
-//! Which address identifies a client, for client IP keys (`client_ip` profiles and the `tls`
-//! fallback). Envoy hands the filter one address, `source.address`: the connection's peer, or an
+//! Which address identifies a client, and the table key it gives, for client IP keys
+//! (`client_ip` profiles, the `tls` fallback, the connection counter). Envoy hands the filter one address, `source.address`: the connection's peer, or an
 //! address the HTTP connection manager took from `X-Forwarded-For` (`use_remote_address: false`,
 //! or `xff_num_trusted_hops`). Envoy 1.40 gives such an address port 0, which no TCP peer has:
 //! that is how the filter tells the two apart. It has no property for the connection's peer once
@@ -11,6 +11,7 @@
 //! header and equals the last entry; with trusted hops Envoy appends the peer or skips entries,
 //! so the address is an earlier one), and it refuses such a key.
 
+use crate::table::hash_key;
 use std::net::{IpAddr, SocketAddr};
 
 /// Where `set_filter_state` (`object_key: persistence.peer`) leaves the connection's peer address.
@@ -74,6 +75,42 @@ fn last_forwarded<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Option<IpAd
 /// The peer address `set_filter_state` wrote ("ip:port"; "-" or anything else unparsable: none).
 pub fn peer(value: &[u8]) -> Option<IpAddr> {
     std::str::from_utf8(value).ok()?.parse::<SocketAddr>().ok().map(|a| a.ip())
+}
+
+/// How client addresses are grouped: all addresses sharing the first `ipv4`/`ipv6` bits are one client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Granularity {
+    pub ipv4: u8,
+    pub ipv6: u8,
+}
+
+impl Granularity {
+    /// One client per address (Avi's default).
+    pub const EXACT: Granularity = Granularity { ipv4: 32, ipv6: 128 };
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, from dual-stack listeners) are the IPv4 client.
+pub fn normalize(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The table key of a client address: its family, prefix length and masked address bits.
+pub fn client_key(ip: IpAddr, granularity: Granularity) -> u64 {
+    match normalize(ip) {
+        IpAddr::V4(v4) => {
+            let prefix = granularity.ipv4.min(32);
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            hash_key(&[b"ip4", &[prefix], &(u32::from(v4) & mask).to_be_bytes()])
+        }
+        IpAddr::V6(v6) => {
+            let prefix = granularity.ipv6.min(128);
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            hash_key(&[b"ip6", &[prefix], &(u128::from(v6) & mask).to_be_bytes()])
+        }
+    }
 }
 
 #[cfg(test)]
@@ -143,5 +180,20 @@ mod tests {
         assert_eq!(peer(b"-"), None);
         assert_eq!(peer(b""), None);
         assert_eq!(peer(b"\xff"), None);
+    }
+
+    #[test]
+    fn keys_group_addresses_by_prefix() {
+        let exact = Granularity::EXACT;
+        let subnet = Granularity { ipv4: 24, ipv6: 64 };
+        assert_ne!(client_key(ip("10.1.2.3"), exact), client_key(ip("10.1.2.4"), exact));
+        assert_eq!(client_key(ip("10.1.2.3"), subnet), client_key(ip("10.1.2.200"), subnet));
+        assert_ne!(client_key(ip("10.1.2.3"), subnet), client_key(ip("10.1.3.3"), subnet));
+        assert_ne!(client_key(ip("10.1.2.3"), exact), client_key(ip("10.1.2.3"), subnet), "prefix is part of the key");
+        assert_eq!(client_key(ip("2001:db8::1"), subnet), client_key(ip("2001:db8::ffff:1"), subnet));
+        assert_ne!(client_key(ip("2001:db8::1"), exact), client_key(ip("2001:db8::2"), exact));
+        assert_eq!(client_key(ip("::ffff:10.1.2.3"), exact), client_key(ip("10.1.2.3"), exact), "IPv4-mapped is IPv4");
+        assert_ne!(client_key(ip("::a01:203"), exact), client_key(ip("10.1.2.3"), exact), "IPv4-compatible is not mapped");
+        assert_eq!(client_key(ip("10.9.9.9"), Granularity { ipv4: 1, ipv6: 1 }), client_key(ip("127.0.0.1"), Granularity { ipv4: 1, ipv6: 1 }));
     }
 }

@@ -1,4 +1,45 @@
-//! The proxy-wasm serialization of a header map, as `proxy_get_header_map_pairs` returns it.
+//! The proxy-wasm serialization of a header map, as `proxy_get_header_map_pairs` returns it, and
+//! `Headers`: a whole header map read with one host call, looked up by lowercase name.
+
+/// A copy of a whole header map in the serialized form; lookups decode it in place.
+pub struct Headers {
+    serialized: Vec<u8>,
+}
+
+impl Headers {
+    pub fn from_serialized(serialized: Vec<u8>) -> Headers {
+        Headers { serialized }
+    }
+
+    pub fn from_pairs<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Headers {
+        Headers { serialized: encode(pairs) }
+    }
+
+    /// Every value of header `name` (lowercase), in order.
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        decode(&self.serialized).filter(move |(key, _)| *key == name.as_bytes()).map(|(_, value)| value)
+    }
+
+    pub fn first(&self, name: &str) -> Option<&[u8]> {
+        decode(&self.serialized).find(|(key, _)| *key == name.as_bytes()).map(|(_, value)| value)
+    }
+}
+
+/// The serialized form of `pairs` (what a host hands over).
+pub fn encode<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Vec<u8> {
+    let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+    for (k, v) in pairs {
+        out.extend_from_slice(&(k.as_ref().len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.as_ref().len() as u32).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_ref());
+        out.push(0);
+        out.extend_from_slice(v.as_ref());
+        out.push(0);
+    }
+    out
+}
 
 /// Count, then (key length, value length) per pair, then each key and value followed by a NUL
 /// byte; all numbers u32 little endian. Stops quietly at malformed input.
@@ -28,21 +69,6 @@ pub fn decode(bytes: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
 mod tests {
     use super::*;
 
-    fn encode(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
-        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
-        for (k, v) in pairs {
-            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-        }
-        for (k, v) in pairs {
-            out.extend_from_slice(k);
-            out.push(0);
-            out.extend_from_slice(v);
-            out.push(0);
-        }
-        out
-    }
-
     #[test]
     fn decodes_pairs_including_empty_and_binary_values() {
         let pairs: [(&[u8], &[u8]); 3] = [(b":path", b"/"), (b"cookie", b"a=\xff"), (b"x-empty", b"")];
@@ -60,5 +86,13 @@ mod tests {
         }
         assert_eq!(decode(&u32::MAX.to_le_bytes()).count(), 0);
         assert_eq!(decode(&[]).count(), 0);
+    }
+
+    #[test]
+    fn headers_find_every_value_by_name() {
+        let headers = Headers::from_pairs(&[("cookie", "a=1"), ("x", "y"), ("cookie", "b=2")]);
+        assert_eq!(headers.values("cookie").collect::<Vec<_>>(), [b"a=1", b"b=2"]);
+        assert_eq!(headers.first("x"), Some(&b"y"[..]));
+        assert_eq!(headers.first("X"), None, "names are lowercase");
     }
 }

@@ -1,34 +1,44 @@
 //! envoy-persistence: the persistence profiles of a commercial load balancer (Avi Vantage) as a
-//! proxy-wasm HTTP filter for Envoy.
+//! filter for Envoy. The filter decides which upstream host a request sticks to; Envoy keeps doing
+//! load balancing, health checks and TLS.
 //!
-//! The filter decides which upstream host a request sticks to and tells Envoy through the header
-//! that Envoy's `stateful_session` filter (header mode) reads; Envoy keeps doing load balancing,
-//! health checks and TLS. Everything except `host` is pure code, tested natively.
+//! Everything but `wasm` is plain Rust, written against the host interface (`host`) and tested
+//! natively. From the bottom up:
 //!
-//! - `config`: the plugin configuration, validated with errors that name the field
-//! - `profile`: the persistence types (`http_cookie`, ...) and what each decides
-//! - `token`, `keyring`: sealed cookie tokens (AES-256-GCM) and the keys that seal them
-//! - `cookie`, `endpoint`: Cookie / Set-Cookie headers, `ip:port` endpoints
-//! - `metrics`: stat names; `report`: the per-request record; `text`: hot-path formatting
-//! - `host`: the only code that talks to Envoy (proxy-wasm)
+//! - leaves: `endpoint`, `cookie`, `header_pairs`, `text` (formats); `table` (the bounded shared
+//!   table); `keyring`, `token` (sealed tokens); `client_address` (who the client is);
+//!   `config_reader` (path-aware JSON); `outcome` (how a request ended)
+//! - `host`: what the filter needs from Envoy (`Host`, `HttpStream`)
+//! - `metrics` (stat names and ids), `report` (the access-log record), `connections`
+//!   (connection-aware timeouts), `state` (what a configuration builds), `context` (what a
+//!   persistence type sees of a request)
+//! - `persistence`: the interface of a persistence type; `profile`: the types, one module each
+//! - `config`: the plugin configuration; `plugin`: a configuration ready for requests
+//! - `flow`: one HTTP stream through the filter; `housekeeping`: table sweeps
+//! - `wasm`: the proxy-wasm host (FFI, SDK contexts, the host interface for Envoy's Wasm ABI)
 
 pub mod client_address;
 pub mod config;
+pub mod config_reader;
+pub mod connections;
+pub mod context;
 pub mod cookie;
 pub mod endpoint;
+pub mod flow;
 pub mod header_pairs;
+pub mod host;
+pub mod housekeeping;
 pub mod keyring;
 pub mod metrics;
+pub mod outcome;
+pub mod persistence;
+pub mod plugin;
 pub mod profile;
 pub mod report;
+pub mod state;
 pub mod table;
 pub mod text;
 pub mod token;
 
 #[cfg(target_arch = "wasm32")]
-mod host;
-
-#[cfg(target_arch = "wasm32")]
-proxy_wasm::main! {{
-    host::start();
-}}
+mod wasm;

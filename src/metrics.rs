@@ -1,9 +1,11 @@
-//! Stat names. Envoy's /stats shows them with its `wasmcustom.` prefix, e.g.
-//! `wasmcustom.persistence.web.pinned`; /stats/prometheus as `persistence_web_pinned`.
-//! The names are part of the public interface: README has the table.
+//! Stats: their names, and `Metrics`, the ids a configuration defined them under. Envoy's /stats
+//! shows them with its `wasmcustom.` prefix, e.g. `wasmcustom.persistence.web.pinned`;
+//! /stats/prometheus as `persistence_web_pinned`. The names are part of the public interface:
+//! README has the table.
 
-use crate::profile::http_cookie::Rejection;
-use crate::profile::{Kind, Outcome};
+use crate::host::{Host, MetricId, MetricKind};
+use crate::outcome::Outcome;
+use crate::token::Rejection;
 
 pub const PREFIX: &str = "persistence";
 
@@ -81,21 +83,13 @@ impl ProfileCounter {
         }
     }
 
-    /// Counters are only defined for the profile types they can happen to.
-    pub fn applies_to(self, kind: &Kind) -> bool {
-        use ProfileCounter::*;
-        let header = matches!(kind, Kind::HttpHeader(_));
-        match self {
-            Pinned | Repicked | Kept | NoUpstream => true,
-            New => !header,
-            RejectedMalformed | RejectedUnknownKey | RejectedForged => kind.uses_tokens(),
-            RejectedExpired | RejectedIdle | Rotated | Refreshed => matches!(kind, Kind::HttpCookie(_)),
-            Expired | Evicted | TableConflicts => kind.uses_table(),
-            Learned => matches!(kind, Kind::AppCookie(_)),
-            HeaderMissing | HeaderUnmatched => header,
-            NoKey | FallbackClientIp => matches!(kind, Kind::Tls(_)),
-        }
-    }
+    /// What every profile type counts: how its requests ended.
+    pub const OUTCOMES: [ProfileCounter; 5] =
+        [ProfileCounter::Pinned, ProfileCounter::New, ProfileCounter::Repicked, ProfileCounter::Kept, ProfileCounter::NoUpstream];
+    /// What table-backed types count about their table.
+    pub const TABLE: [ProfileCounter; 3] = [ProfileCounter::Expired, ProfileCounter::Evicted, ProfileCounter::TableConflicts];
+    /// What types reading sealed tokens count about the tokens they could not open.
+    pub const TOKENS: [ProfileCounter; 3] = [ProfileCounter::RejectedMalformed, ProfileCounter::RejectedUnknownKey, ProfileCounter::RejectedForged];
 
     pub fn index(self) -> usize {
         self as usize
@@ -188,6 +182,81 @@ impl FilterCounter {
 
     pub fn index(self) -> usize {
         self as usize
+    }
+}
+
+/// One profile's stats as the metrics need them: its name, the counters its type defines, and
+/// whether it has a table (the entries gauge).
+pub struct ProfileStats<'a> {
+    pub name: &'a str,
+    pub counters: Vec<ProfileCounter>,
+    pub table: bool,
+}
+
+/// The stats of one configuration, defined once at configure time (an id the host refused is
+/// logged and then never counted).
+pub struct Metrics {
+    filter: Vec<Option<MetricId>>,
+    /// Per profile (same order as `Config::profiles`), per `ProfileCounter` (None: not defined).
+    profiles: Vec<Vec<Option<MetricId>>>,
+    /// Per profile: the entries gauge of table-backed profiles.
+    entries: Vec<Option<MetricId>>,
+}
+
+fn define(host: &impl Host, kind: MetricKind, name: &str) -> Option<MetricId> {
+    match host.define_metric(kind, name) {
+        Ok(id) => Some(id),
+        Err(error) => {
+            log::warn!("could not define stat {name} (status {}); it will not be counted", error.status);
+            None
+        }
+    }
+}
+
+impl Metrics {
+    /// The filter-wide counters only (a configuration that was rejected has no profiles).
+    pub fn filter_only(host: &impl Host) -> Metrics {
+        Metrics { filter: FilterCounter::ALL.iter().map(|c| define(host, MetricKind::Counter, c.name())).collect(), profiles: Vec::new(), entries: Vec::new() }
+    }
+
+    pub fn define<'a>(host: &impl Host, profiles: impl Iterator<Item = ProfileStats<'a>>) -> Metrics {
+        let mut metrics = Metrics::filter_only(host);
+        for profile in profiles {
+            let ids = ProfileCounter::ALL
+                .iter()
+                .map(|c| profile.counters.contains(c).then(|| define(host, MetricKind::Counter, &profile_stat(profile.name, *c))).flatten())
+                .collect();
+            metrics.profiles.push(ids);
+            metrics.entries.push(profile.table.then(|| define(host, MetricKind::Gauge, &entries_stat(profile.name))).flatten());
+        }
+        metrics
+    }
+
+    pub fn count(&self, host: &impl Host, counter: FilterCounter) {
+        add(host, self.filter.get(counter.index()).copied().flatten(), 1);
+    }
+
+    pub fn count_profile(&self, host: &impl Host, profile: usize, counter: ProfileCounter) {
+        self.add_profile(host, profile, counter, 1);
+    }
+
+    pub fn add_profile(&self, host: &impl Host, profile: usize, counter: ProfileCounter, n: u32) {
+        if n > 0 {
+            add(host, self.profiles.get(profile).and_then(|ids| ids.get(counter.index())).copied().flatten(), i64::from(n));
+        }
+    }
+
+    /// Moves the entries gauge of `profile` (all workers add to the same gauge).
+    pub fn entries_changed(&self, host: &impl Host, profile: usize, delta: i64) {
+        if delta != 0 {
+            add(host, self.entries.get(profile).copied().flatten(), delta);
+        }
+    }
+}
+
+fn add(host: &impl Host, id: Option<MetricId>, delta: i64) {
+    if let Some(id) = id {
+        host.increment_metric(id, delta);
     }
 }
 

@@ -7,18 +7,8 @@
 //!   `outcome=rejected:forged server=...`, `outcome=no_upstream server=-`
 
 use crate::endpoint::Endpoint;
-use crate::profile::Outcome;
+use crate::outcome::Outcome;
 use crate::text::push_endpoint;
-
-pub fn outcome_name(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Pinned => "pinned",
-        Outcome::New => "new",
-        Outcome::Repicked => "repicked",
-        Outcome::Kept => "kept",
-        Outcome::NoUpstream => "no_upstream",
-    }
-}
 
 /// The request-time record. `pin`: the server the request is sent to; `why`: why it is not pinned.
 pub fn decision(profile: &str, type_name: &str, pin: Option<Endpoint>, why: Option<(&str, &str)>) -> String {
@@ -47,7 +37,7 @@ pub fn outcome(profile: &str, type_name: &str, outcome: Outcome, rejected: Optio
             out.push_str("rejected:");
             out.push_str(reason);
         }
-        _ => out.push_str(outcome_name(outcome)),
+        _ => out.push_str(outcome.name()),
     }
     out.push_str(" server=");
     match server {

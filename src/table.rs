@@ -77,6 +77,13 @@ pub fn hash_key(parts: &[&[u8]]) -> u64 {
     hash ^ (hash >> 33)
 }
 
+/// Seconds between two sweeps of a table whose entries live `timeout` seconds: no entry can
+/// expire faster than that, and reclaiming an expired entry a minute late costs only its bytes
+/// (lookups check liveness themselves).
+pub fn sweep_interval(timeout: u32) -> u32 {
+    timeout.clamp(1, 60)
+}
+
 /// One bucket as read: its bytes and the CAS to write it back with.
 #[derive(Clone, Debug)]
 pub struct Snapshot {

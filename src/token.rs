@@ -9,6 +9,7 @@ use crate::endpoint::{self, Endpoint};
 use crate::keyring::Keyring;
 use aes_gcm::aead::AeadInOut;
 use base64::Engine;
+use std::cell::RefCell;
 
 pub const VERSION: u8 = 1;
 pub const NONCE_LEN: usize = 12;
@@ -103,24 +104,9 @@ pub fn seal(keyring: &Keyring, purpose: Purpose, name: &str, claims: &Claims, no
     Some(BASE64.encode(bytes))
 }
 
-/// Opens a token. Expiry is not judged here: the caller compares the claims with its clock.
-/// Tokens opened before by the same keyring, for the same purpose and name, come from its cache
-/// (only successes are cached, so a cached answer is exactly what decryption would say).
+/// Opens a token (no cache: see `Tokens::open`). Expiry is not judged here: the caller compares
+/// the claims with its clock.
 pub fn open(keyring: &Keyring, purpose: Purpose, name: &str, token: &[u8]) -> Result<Opened, OpenError> {
-    if token.len() > MAX_TOKEN_CHARS {
-        return Err(OpenError::Malformed);
-    }
-    // Names never contain NUL (cookie names are tokens), so the key's parts cannot run together.
-    let cache_key: [&[u8]; 4] = [&[purpose as u8], name.as_bytes(), &[0], token];
-    if let Some(opened) = keyring.recently_opened(&cache_key) {
-        return Ok(opened);
-    }
-    let opened = decrypt(keyring, purpose, name, token)?;
-    keyring.remember_opened(&cache_key, opened);
-    Ok(opened)
-}
-
-fn decrypt(keyring: &Keyring, purpose: Purpose, name: &str, token: &[u8]) -> Result<Opened, OpenError> {
     if token.len() > MAX_TOKEN_CHARS {
         return Err(OpenError::Malformed);
     }
@@ -143,6 +129,102 @@ fn decrypt(keyring: &Keyring, purpose: Purpose, name: &str, token: &[u8]) -> Res
         .map_err(|_| OpenError::Forged)?;
     let claims = parse_claims(ciphertext).ok_or(OpenError::Malformed)?;
     Ok(Opened { claims, key_id })
+}
+
+/// What seals and opens the tokens of one configuration: its keyring, and the tokens it opened
+/// recently. Returning clients present the same token on every request, and AES-GCM without AES
+/// instructions costs microseconds in Wasm. The cache belongs to this keyring, and only successes
+/// are cached under (purpose, name, token), so a cached answer is exactly what decryption would say.
+pub struct Tokens {
+    keyring: Keyring,
+    /// Direct-mapped: a token has one slot (by hash), a newer token in the same slot replaces it.
+    recently_opened: RefCell<Vec<Option<CachedToken>>>,
+}
+
+/// A cache key (its parts concatenated) and what opening it gave.
+type CachedToken = (Vec<u8>, Opened);
+
+/// Slots of the recently-opened cache.
+const RECENTLY_OPENED: usize = 1024;
+
+impl Tokens {
+    pub fn new(keyring: Keyring) -> Tokens {
+        Tokens { keyring, recently_opened: RefCell::new(vec![None; RECENTLY_OPENED]) }
+    }
+
+    pub fn primary_id(&self) -> u8 {
+        self.keyring.primary_id()
+    }
+
+    pub fn seal(&self, purpose: Purpose, name: &str, claims: &Claims, nonce: [u8; NONCE_LEN]) -> Option<String> {
+        seal(&self.keyring, purpose, name, claims, nonce)
+    }
+
+    /// `open`, answered from the cache when this token was opened before for the same purpose and name.
+    pub fn open(&self, purpose: Purpose, name: &str, token: &[u8]) -> Result<Opened, OpenError> {
+        if token.len() > MAX_TOKEN_CHARS {
+            return Err(OpenError::Malformed);
+        }
+        // Names never contain NUL (cookie names are tokens), so the key's parts cannot run together.
+        let cache_key: [&[u8]; 4] = [&[purpose as u8], name.as_bytes(), &[0], token];
+        let slot = (crate::table::hash_key(&cache_key) % RECENTLY_OPENED as u64) as usize;
+        if let Some(Some((key, opened))) = self.recently_opened.borrow().get(slot) {
+            if same_key(key, &cache_key) {
+                return Ok(*opened);
+            }
+        }
+        let opened = open(&self.keyring, purpose, name, token)?;
+        if let Some(entry) = self.recently_opened.borrow_mut().get_mut(slot) {
+            *entry = Some((cache_key.concat(), opened));
+        }
+        Ok(opened)
+    }
+}
+
+/// Whether `stored` is `parts` concatenated (compared in place: a hit allocates nothing).
+fn same_key(stored: &[u8], parts: &[&[u8]]) -> bool {
+    let mut rest = stored;
+    for part in parts {
+        match rest.split_at_checked(part.len()) {
+            Some((head, tail)) if head == *part => rest = tail,
+            _ => return false,
+        }
+    }
+    rest.is_empty()
+}
+
+/// Why a presented token was not honoured (counters `rejected.<name>`, access-log records).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    Malformed,
+    UnknownKey,
+    Forged,
+    /// Past its absolute expiry (HTTP cookie `timeout_minutes`).
+    Expired,
+    /// Past its idle timeout (HTTP cookie `idle_timeout_minutes`).
+    Idle,
+}
+
+impl Rejection {
+    pub fn name(self) -> &'static str {
+        match self {
+            Rejection::Malformed => "malformed",
+            Rejection::UnknownKey => "unknown_key",
+            Rejection::Forged => "forged",
+            Rejection::Expired => "expired",
+            Rejection::Idle => "idle",
+        }
+    }
+}
+
+impl From<OpenError> for Rejection {
+    fn from(error: OpenError) -> Rejection {
+        match error {
+            OpenError::Malformed => Rejection::Malformed,
+            OpenError::UnknownKey => Rejection::UnknownKey,
+            OpenError::Forged => Rejection::Forged,
+        }
+    }
 }
 
 /// Shortest token: header, the two times, an IPv4 endpoint, the tag.
@@ -252,23 +334,31 @@ mod tests {
 
     #[test]
     fn the_cache_answers_exactly_what_decryption_would() {
-        let keys = ring(&[(1, 1)], 1);
-        let token = seal(&keys, Purpose::HttpCookie, "A", &claims("10.1.2.3:80"), [1; 12]).unwrap();
-        let first = open(&keys, Purpose::HttpCookie, "A", token.as_bytes());
-        assert_eq!(open(&keys, Purpose::HttpCookie, "A", token.as_bytes()), first, "cached");
+        let tokens = Tokens::new(ring(&[(1, 1)], 1));
+        let token = tokens.seal(Purpose::HttpCookie, "A", &claims("10.1.2.3:80"), [1; 12]).unwrap();
+        let first = tokens.open(Purpose::HttpCookie, "A", token.as_bytes());
+        assert_eq!(tokens.open(Purpose::HttpCookie, "A", token.as_bytes()), first, "cached");
         // Same token, other name or purpose: still rejected, although "A" is cached.
-        assert_eq!(open(&keys, Purpose::HttpCookie, "B", token.as_bytes()), Err(OpenError::Forged));
-        assert_eq!(open(&keys, Purpose::AppCookiePrefix, "A", token.as_bytes()), Err(OpenError::Forged));
-        // Another keyring (a new configuration) does not share the cache.
-        let other = ring(&[(1, 2)], 1);
-        assert_eq!(open(&other, Purpose::HttpCookie, "A", token.as_bytes()), Err(OpenError::Forged));
+        assert_eq!(tokens.open(Purpose::HttpCookie, "B", token.as_bytes()), Err(OpenError::Forged));
+        assert_eq!(tokens.open(Purpose::AppCookiePrefix, "A", token.as_bytes()), Err(OpenError::Forged));
+        // Another configuration's tokens do not share the cache.
+        let other = Tokens::new(ring(&[(1, 2)], 1));
+        assert_eq!(other.open(Purpose::HttpCookie, "A", token.as_bytes()), Err(OpenError::Forged));
         // The cache stays bounded.
         for i in 0..3000u32 {
             let c = Claims { issued_at: u64::from(i), ..claims("10.1.2.3:80") };
-            let t = seal(&keys, Purpose::HttpCookie, "A", &c, [2; 12]).unwrap();
-            assert_eq!(open(&keys, Purpose::HttpCookie, "A", t.as_bytes()).unwrap().claims, c);
+            let t = tokens.seal(Purpose::HttpCookie, "A", &c, [2; 12]).unwrap();
+            assert_eq!(tokens.open(Purpose::HttpCookie, "A", t.as_bytes()).unwrap().claims, c);
         }
-        assert_eq!(keys.recently_opened.borrow().len(), 1024, "a fixed number of slots");
+        assert_eq!(tokens.recently_opened.borrow().len(), 1024, "a fixed number of slots");
+    }
+
+    #[test]
+    fn cache_keys_match_only_the_same_parts_in_full() {
+        assert!(same_key(b"\x01web\x00tok", &[&[1], b"web", &[0], b"tok"]));
+        assert!(!same_key(b"\x01web\x00tok", &[&[1], b"web", &[0], b"to"]), "shorter");
+        assert!(!same_key(b"\x01web\x00to", &[&[1], b"web", &[0], b"tok"]), "longer");
+        assert!(!same_key(b"\x01web\x00tok", &[&[2], b"web", &[0], b"tok"]), "other purpose");
     }
 
     #[test]

@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
     match Config::parse(data) {
         Ok(config) => {
             if let Some(primary) = config.primary_key_id {
-                assert!(Keyring::new(&config.keys, primary).is_some());
+                assert!(Keyring::from_secrets(&config.keys, primary).is_some());
             }
             assert!(config.default_profile.is_none_or(|i| i < config.profiles.len()));
             assert!(config.routes.iter().all(|(_, i)| *i < config.profiles.len()));

@@ -4,6 +4,7 @@ use envoy_persistence::cookie;
 use envoy_persistence::endpoint;
 use envoy_persistence::keyring::Keyring;
 use envoy_persistence::profile::app_cookie;
+use envoy_persistence::token::Tokens;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -12,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(!parsed.name.is_empty());
     }
     let _ = app_cookie::issued("JSESSIONID", &[data]);
-    let keys = Keyring::new(&[(1, [1; 32])], 1).expect("keyring");
+    let keys = Tokens::new(Keyring::new(&[(1, [1; 32])], 1).expect("keyring"));
     let upstream = endpoint::parse("10.0.0.1:8080").expect("endpoint");
     if let Some(sealed) = app_cookie::seal_set_cookie("JSESSIONID", &keys, data, upstream, 1_800_000_000, [3; 12]) {
         // What the filter sends the client opens to the backend it names, with the backend's value.

@@ -2,9 +2,9 @@
 //! or a damaged write left), the connection-tracking layout, endpoints and serialized header maps.
 //! Never panics; a write over a damaged bucket leaves a bucket that reads back.
 #![no_main]
+use envoy_persistence::connections::{Connections, Tracking};
 use envoy_persistence::endpoint::{self, Endpoint};
 use envoy_persistence::header_pairs;
-use envoy_persistence::profile::client_ip::{Connections, Tracking};
 use envoy_persistence::table::{self, Change, Entry, MemoryStore, Store, Table};
 use libfuzzer_sys::fuzz_target;
 

@@ -1,5 +1,6 @@
 use super::*;
-use crate::profile::{http_cookie, Kind, ServerDown};
+use crate::outcome::ServerDown;
+use crate::profile::{http_cookie, Kind};
 use serde_json::json;
 
 const SECRET_1: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
@@ -29,7 +30,7 @@ fn reads_the_design_example() {
         .as_bytes(),
     )
     .unwrap();
-    assert_eq!(config.keys, vec![(1, [1; 32]), (2, [2; 32])]);
+    assert_eq!(config.keys, vec![(1, Secret([1; 32])), (2, Secret([2; 32]))]);
     assert_eq!(config.primary_key_id, Some(2));
     let web = &config.profiles[config.default_profile.unwrap()];
     assert_eq!((web.name.as_str(), web.server_down, web.description.as_deref()), ("web", ServerDown::Never, Some("shop")));

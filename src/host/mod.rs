@@ -1,44 +1,95 @@
-//! The only code that talks to Envoy. Reads what the pure modules need, applies what they decide,
-//! and handles every host error (a failed host call means "no persistence for this request",
-//! counted, never a panic).
+//! What the filter needs from Envoy, as two traits: `Host` (the process: shared table store, clock,
+//! randomness, stats) and `HttpStream` (one HTTP request and its response). Everything else in the
+//! crate is written against them and tested natively; each host is FFI plus an implementation:
+//! the proxy-wasm host (`crate::wasm`, pins through the override header and stateful_session), a
+//! fake host for flow tests (`fake`). Logging goes through the `log` facade, whose logger each
+//! host installs.
+//!
+//! Every call may fail; a failure is a `HostError`, never a panic. Calls that read are made only
+//! when the flow needs their answer (each costs thousands of instructions in Wasm).
 
-#[cfg(feature = "bench")]
-mod bench;
-mod ffi;
-mod http;
-mod metrics;
-mod root;
-mod store;
-mod stream;
+#[cfg(test)]
+pub mod fake;
 
-use proxy_wasm::types::LogLevel;
+use crate::endpoint::Endpoint;
+use crate::header_pairs::Headers;
+use crate::table::{Store, StoreError};
 
-/// Times `f` as span `name` in benchmark builds; nothing at all otherwise.
-#[cfg(feature = "bench")]
-pub use bench::spans::span;
-
-#[cfg(not(feature = "bench"))]
-#[inline(always)]
-pub fn span<T>(_name: &'static str, f: impl FnOnce() -> T) -> T {
-    f()
+/// A host call that did not succeed: which call, and the host's status code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostError {
+    pub call: &'static str,
+    pub status: u32,
 }
 
-pub fn start() {
-    // Host calls are not allowed yet here (Envoy: "restricted_callback"); the log level is taken
-    // from Envoy in `on_configure`.
-    proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| Box::new(root::Root::default()));
+impl From<StoreError> for HostError {
+    fn from(error: StoreError) -> HostError {
+        match error {
+            StoreError::CasMismatch => HostError { call: "shared data (CAS mismatch)", status: 0 },
+            StoreError::Host(status) => HostError { call: "shared data", status },
+        }
+    }
 }
 
-/// Follows Envoy's level for the `wasm` log component, so disabled levels cost nothing.
-pub fn adopt_envoy_log_level() {
-    let level = match ffi::log_level() {
-        Some(0) => LogLevel::Trace,
-        Some(1) => LogLevel::Debug,
-        Some(2) | None => LogLevel::Info,
-        Some(3) => LogLevel::Warn,
-        Some(4) => LogLevel::Error,
-        Some(_) => LogLevel::Critical,
-    };
-    proxy_wasm::set_log_level(level);
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+}
+
+/// A stat defined by the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricId(pub u32);
+
+/// The process the filter runs in: what configuration, housekeeping and every request use.
+pub trait Host {
+    type Store: Store;
+
+    /// The key/value store shared by every worker of the process (tables live there).
+    fn store(&self) -> &Self::Store;
+    /// Wall-clock time, unix seconds.
+    fn now(&self) -> u64;
+    fn fill_random(&self, bytes: &mut [u8]) -> Result<(), HostError>;
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError>;
+    /// A failed stat update is not worth failing a request over: it is dropped.
+    fn increment_metric(&self, id: MetricId, delta: i64);
+}
+
+/// Facts about the request that Envoy knows and the filter reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attribute<'a> {
+    /// Envoy's client address, "ip:port" (see `crate::client_address`).
+    SourceAddress,
+    /// The host Envoy used, "ip:port"; readable on the response only.
+    UpstreamAddress,
+    /// The xDS route name.
+    RouteName,
+    /// Route metadata `filter_metadata.persistence.profile`.
+    RouteProfile,
+    /// The downstream TLS version; absent or empty without TLS.
+    TlsVersion,
+    /// The client certificate's SHA-256 digest (mTLS).
+    PeerCertificateDigest,
+    /// A string that an earlier filter (set_filter_state) left under this key.
+    FilterState(&'a str),
+}
+
+/// One HTTP stream: its request on the way to the router, then its response on the way back.
+pub trait HttpStream: Host {
+    /// Every request header, with one host call.
+    fn request_headers(&mut self) -> Result<Headers, HostError>;
+    fn set_request_header(&mut self, name: &str, value: &[u8]) -> Result<(), HostError>;
+    fn remove_request_header(&mut self, name: &str) -> Result<(), HostError>;
+    /// Every response header, with one host call.
+    fn response_headers(&mut self) -> Result<Headers, HostError>;
+    fn add_response_header(&mut self, name: &str, value: &[u8]) -> Result<(), HostError>;
+    fn remove_response_header(&mut self, name: &str) -> Result<(), HostError>;
+    /// None when Envoy does not have the attribute here.
+    fn attribute(&mut self, attribute: Attribute) -> Result<Option<Vec<u8>>, HostError>;
+    /// Sends the request to `endpoint` if it is a host of the routed cluster that the cluster's
+    /// `override_host_status` allows (else Envoy load balances). A host that pins through a
+    /// header for Envoy's stateful_session filter writes it under `override_header`.
+    fn pin(&mut self, endpoint: &Endpoint, override_header: &str) -> Result<(), HostError>;
+    /// The request's access-log record (`%FILTER_STATE(wasm.persistence:PLAIN)%` in Wasm).
+    fn record(&mut self, text: &str) -> Result<(), HostError>;
 }

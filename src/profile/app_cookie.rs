@@ -8,14 +8,20 @@
 //!   value it returns to the client (`<token>.<value>`) and strips it again before the request
 //!   reaches the backend, so the backend only ever sees its own value.
 
-use super::table_backed::Write;
-use super::{parse_table_timeout, Outcome, ServerDown, TableTimeout};
-use crate::config::reader::{Errors, Field};
+use super::client_ip::DEFAULT_MAX_ENTRIES;
+use super::table_backed::{self, TableTimeout, Write};
+use crate::config_reader::{Errors, Field};
+use crate::context::Context;
 use crate::cookie::{self, Edit};
 use crate::endpoint::Endpoint;
-use crate::keyring::Keyring;
-use crate::table::{hash_key, Entry};
-use crate::token::{self, Claims, OpenError, Purpose};
+use crate::header_pairs::Headers;
+use crate::host::{HostError, HttpStream};
+use crate::metrics::ProfileCounter;
+use crate::outcome::{self, Outcome, ServerDown};
+use crate::persistence::{Describe, Persistence, Requested, Responded, TableSpec};
+use crate::state::State;
+use crate::table::{hash_key, Entry, Snapshot};
+use crate::token::{self, Claims, OpenError, Purpose, Rejection, Tokens};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -45,10 +51,10 @@ impl Settings {
             .and_then(|f| f.string_where(cookie::is_token, cookie::NAME_RULE, errors))
             .map(str::to_string);
         let mode = object.field("mode").and_then(|f| f.choice(&[("table", Mode::Table), ("prefix", Mode::Prefix)], errors)).unwrap_or(Mode::Table);
-        let mut settings = Settings { name: String::new(), mode, timeout: 20 * 60, max_entries: super::client_ip::DEFAULT_MAX_ENTRIES, path: "/".into() };
+        let mut settings = Settings { name: String::new(), mode, timeout: 20 * 60, max_entries: DEFAULT_MAX_ENTRIES, path: "/".into() };
         match mode {
             Mode::Table => {
-                settings.timeout = parse_table_timeout(&mut object, errors, TableTimeout { default_minutes: 20, min_minutes: 1, max_minutes: 720 });
+                settings.timeout = table_backed::parse_timeout(&mut object, errors, TableTimeout { default_minutes: 20, min_minutes: 1, max_minutes: 720 });
                 if let Some(max) = object.field("max_entries").and_then(|f| f.integer(1, 1 << 24, errors)) {
                     settings.max_entries = max as u32;
                 }
@@ -126,19 +132,10 @@ pub fn issued(name: &str, set_cookies: &[impl AsRef<[u8]>]) -> Option<Issued> {
     })
 }
 
-/// Table mode, after the response: the outcome and the writes (key, write) to make. A session id
-/// the backend issued is recorded for the server that issued it, and a replaced or deleted id is
-/// forgotten; otherwise the request's id follows the rules of every table-backed profile.
-pub fn decide_table(
-    request_key: Option<u64>,
-    pin: Option<Entry<Endpoint>>,
-    upstream: Option<Endpoint>,
-    issued: Option<Issued>,
-    server_down: ServerDown,
-    timeout: u32,
-    now: u32,
-) -> (Outcome, Vec<(u64, Write)>) {
-    let (outcome, write) = super::table_backed::decide(pin, upstream, server_down, timeout, now);
+/// Table mode, once the response's Set-Cookie is known: the writes to make. A session id the
+/// backend issued is recorded for the server that issued it, and a replaced or deleted id is
+/// forgotten; otherwise `write` (the rule of every table-backed profile) applies to the request's id.
+pub fn table_writes(request_key: Option<u64>, write: Option<Write>, upstream: Option<Endpoint>, issued: Option<Issued>, now: u32) -> Vec<(u64, Write)> {
     let mut writes = Vec::new();
     match (issued, upstream) {
         (Some(Issued::Value(value)), Some(upstream)) => {
@@ -151,7 +148,7 @@ pub fn decide_table(
         (Some(Issued::Deleted), _) => writes.extend(request_key.map(|k| (k, Write::Forget))),
         _ => writes.extend(request_key.zip(write)),
     }
-    (outcome, writes)
+    writes
 }
 
 /// Prefix mode: a cookie value `<token>.<application value>` split in two, when the part before the
@@ -178,14 +175,14 @@ pub enum Prefixed {
 
 /// Reads the prefix-mode cookie and returns it with the Cookie headers rewritten for the backend
 /// (every `<token>.` of ours removed, everything else byte for byte).
-pub fn read_prefixed(name: &str, keyring: &Keyring, cookie_headers: &[impl AsRef<[u8]>]) -> (Prefixed, Vec<Option<Vec<u8>>>) {
+pub fn read_prefixed(name: &str, tokens: &Tokens, cookie_headers: &[impl AsRef<[u8]>]) -> (Prefixed, Vec<Option<Vec<u8>>>) {
     let mut found = Prefixed::Absent;
     let rewritten = cookie_headers
         .iter()
         .map(|header| {
             cookie::edit(header.as_ref(), name, |value| {
                 let Some((token, application)) = split_prefixed(value) else { return Edit::Keep };
-                let opened = token::open(keyring, Purpose::AppCookiePrefix, name, token);
+                let opened = tokens.open(Purpose::AppCookiePrefix, name, token);
                 match (&found, opened) {
                     (Prefixed::Valid { .. }, _) => {}
                     (_, Ok(opened)) => found = Prefixed::Valid { claims: opened.claims, key_id: opened.key_id, value: application.to_vec() },
@@ -201,9 +198,9 @@ pub fn read_prefixed(name: &str, keyring: &Keyring, cookie_headers: &[impl AsRef
 
 /// Prefix mode: the backend's `Set-Cookie` for `name` with the value sealed for `upstream`;
 /// None for other cookies and for deletions (passed on untouched).
-pub fn seal_set_cookie(name: &str, keyring: &Keyring, header: &[u8], upstream: Endpoint, now: u64, nonce: [u8; token::NONCE_LEN]) -> Option<Vec<u8>> {
+pub fn seal_set_cookie(name: &str, tokens: &Tokens, header: &[u8], upstream: Endpoint, now: u64, nonce: [u8; token::NONCE_LEN]) -> Option<Vec<u8>> {
     let parsed = cookie::parse_set_cookie(header).filter(|c| c.name == name.as_bytes() && !c.deletes())?;
-    let token = token::seal(keyring, Purpose::AppCookiePrefix, name, &Claims { endpoint: upstream, issued_at: now, expires_at: None }, nonce)?;
+    let token = tokens.seal(Purpose::AppCookiePrefix, name, &Claims { endpoint: upstream, issued_at: now, expires_at: None }, nonce)?;
     let mut out = Vec::with_capacity(header.len() + token.len() + 1);
     out.extend_from_slice(name.as_bytes());
     out.push(b'=');
@@ -218,17 +215,175 @@ pub fn seal_set_cookie(name: &str, keyring: &Keyring, header: &[u8], upstream: E
 /// client's value sealed for the new server, so later requests follow it.
 pub fn reissue(
     settings: &Settings,
-    keyring: &Keyring,
+    tokens: &Tokens,
     value: &[u8],
     upstream: Endpoint,
     now: u64,
     nonce: [u8; token::NONCE_LEN],
     secure: bool,
 ) -> Option<String> {
-    let token = token::seal(keyring, Purpose::AppCookiePrefix, &settings.name, &Claims { endpoint: upstream, issued_at: now, expires_at: None }, nonce)?;
+    let token = tokens.seal(Purpose::AppCookiePrefix, &settings.name, &Claims { endpoint: upstream, issued_at: now, expires_at: None }, nonce)?;
     let value = std::str::from_utf8(value).ok()?;
     let attributes = cookie::Attributes { path: settings.path.clone(), domain: None, http_only: true, same_site: None };
     Some(cookie::set_cookie(&settings.name, &format!("{token}.{value}"), &attributes, secure, None, now))
+}
+
+impl Describe for Settings {
+    fn summary(&self) -> String {
+        match self.mode {
+            Mode::Table => format!("cookie {}, table, idle timeout {}s, {} entries", self.name, self.timeout, self.max_entries),
+            Mode::Prefix => format!("cookie {}, prefix", self.name),
+        }
+    }
+
+    fn counters(&self) -> Vec<ProfileCounter> {
+        let own: &[ProfileCounter] = match self.mode {
+            Mode::Table => &ProfileCounter::TABLE,
+            Mode::Prefix => &ProfileCounter::TOKENS,
+        };
+        [&ProfileCounter::OUTCOMES[..], own, &[ProfileCounter::Learned]].concat()
+    }
+
+    fn table(&self) -> Option<TableSpec> {
+        (self.mode == Mode::Table).then_some(TableSpec { max_entries: self.max_entries, timeout: self.timeout, connection_aware: false })
+    }
+}
+
+pub enum Pending {
+    /// `key`: the request's session id, if it had one; `now`: the clock at the request.
+    Table { key: Option<u64>, snapshot: Option<Snapshot>, pin: Option<Entry<Endpoint>>, now: u32 },
+    Prefix { found: Prefixed },
+}
+
+pub enum Writes {
+    Table { key: Option<u64>, snapshot: Option<Snapshot>, write: Option<Write>, upstream: Option<Endpoint>, now: u32 },
+    Prefix { found: Prefixed, outcome: Outcome, upstream: Option<Endpoint> },
+}
+
+impl Persistence for Settings {
+    const TYPE: &'static str = "app_cookie";
+    type Pending = Pending;
+    type Writes = Writes;
+
+    fn parse_section(section: Option<Field>, errors: &mut Errors, path: &str) -> Option<Settings> {
+        Settings::parse(section, errors, path)
+    }
+
+    fn on_request<H: HttpStream>(&self, cx: &mut Context<'_, H>, headers: &Headers) -> Result<Requested<Pending>, HostError> {
+        let cookies: Vec<&[u8]> = headers.values("cookie").collect();
+        match self.mode {
+            Mode::Table => {
+                let path = headers.first(":path").unwrap_or_default();
+                let now = cx.host.now() as u32;
+                let Some((value, _found)) = session_id(&self.name, &cookies, path) else {
+                    let pending = Pending::Table { key: None, snapshot: None, pin: None, now };
+                    return Ok(Requested::Balance { why: Some(("reason", "no_session")), pending });
+                };
+                let key = key(value);
+                let Some(table_backed::Found { snapshot, live }) = table_backed::lookup(cx, key, self.timeout, false, now)? else {
+                    return Ok(Requested::Skip { reason: "no_table" });
+                };
+                Ok(Requested::pin_or_balance(live.map(|e| e.record), None, Pending::Table { key: Some(key), snapshot: Some(snapshot), pin: live, now }))
+            }
+            Mode::Prefix => {
+                let (found, rewritten) = read_prefixed(&self.name, &cx.state.tokens, &cookies);
+                if let Prefixed::Rejected(error) = found {
+                    cx.count(error.into());
+                }
+                cx.rewrite_cookie_headers(&cookies, &rewritten)?;
+                Ok(Requested::pin_or_balance(pinned(&found), rejected(&found).map(|r| ("rejected", r)), Pending::Prefix { found }))
+            }
+        }
+    }
+
+    fn on_response(&self, pending: Pending, upstream: Option<Endpoint>, server_down: ServerDown, _: &State) -> Responded<Writes> {
+        match pending {
+            Pending::Table { key, snapshot, pin, now } => {
+                let (outcome, write) = table_backed::decide(pin, upstream, server_down, self.timeout, now);
+                Responded { outcome, rejected: None, writes: Writes::Table { key, snapshot, write, upstream, now } }
+            }
+            Pending::Prefix { found } => {
+                let outcome = outcome::outcome(pinned(&found), upstream, server_down);
+                Responded { outcome, rejected: rejected(&found), writes: Writes::Prefix { found, outcome, upstream } }
+            }
+        }
+    }
+
+    /// Learns from the backend's Set-Cookie (table), or seals it (prefix).
+    fn write<H: HttpStream>(&self, cx: &mut Context<'_, H>, writes: Writes) -> Result<(), HostError> {
+        if let Writes::Prefix { upstream: None, .. } = writes {
+            return Ok(());
+        }
+        let response_headers = cx.host.response_headers()?;
+        let set_cookies: Vec<&[u8]> = response_headers.values("set-cookie").collect();
+        match writes {
+            Writes::Table { key, snapshot, write, upstream, now } => {
+                let writes = table_writes(key, write, upstream, issued(&self.name, &set_cookies), now);
+                if writes.iter().any(|(_, w)| matches!(w, Write::Learn(_))) {
+                    cx.count(ProfileCounter::Learned);
+                }
+                table_backed::apply(cx, snapshot, &writes, self.timeout, now)
+            }
+            Writes::Prefix { found, outcome, upstream: Some(upstream) } => seal_response(self, cx, &set_cookies, upstream, outcome, &found),
+            Writes::Prefix { upstream: None, .. } => Ok(()),
+        }
+    }
+}
+
+/// Seals the backend's session cookie for `upstream`; after a move without one, re-issues the
+/// client's.
+fn seal_response<H: HttpStream>(
+    settings: &Settings,
+    cx: &mut Context<'_, H>,
+    set_cookies: &[&[u8]],
+    upstream: Endpoint,
+    outcome: Outcome,
+    found: &Prefixed,
+) -> Result<(), HostError> {
+    let now = cx.host.now();
+    let mut sealed_any = false;
+    let mut rewritten = Vec::with_capacity(set_cookies.len());
+    for header in set_cookies {
+        let Some(nonce) = cx.nonce() else { return Ok(()) };
+        match seal_set_cookie(&settings.name, &cx.state.tokens, header, upstream, now, nonce) {
+            Some(sealed) => {
+                sealed_any = true;
+                rewritten.push(sealed);
+            }
+            None => rewritten.push(header.to_vec()),
+        }
+    }
+    if sealed_any {
+        cx.count(ProfileCounter::Learned);
+        // Header order among Set-Cookie headers is kept; they move after the other headers.
+        cx.host.remove_response_header("set-cookie")?;
+        for header in &rewritten {
+            cx.host.add_response_header("set-cookie", header)?;
+        }
+        return Ok(());
+    }
+    if let (Outcome::Repicked, Prefixed::Valid { value, .. }) = (outcome, found) {
+        let Some(nonce) = cx.nonce() else { return Ok(()) };
+        let secure = cx.is_tls();
+        if let Some(header) = reissue(settings, &cx.state.tokens, value, upstream, now, nonce, secure) {
+            cx.host.add_response_header("set-cookie", header.as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+fn pinned(found: &Prefixed) -> Option<Endpoint> {
+    match found {
+        Prefixed::Valid { claims, .. } => Some(claims.endpoint),
+        _ => None,
+    }
+}
+
+fn rejected(found: &Prefixed) -> Option<&'static str> {
+    match found {
+        Prefixed::Rejected(error) => Some(Rejection::from(*error).name()),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -1,20 +1,26 @@
 //! Client IP persistence (Avi "Client IP Address"): the client's address (or its subnet) is
 //! recorded in the shared table with the server it went to. The entry lives while the client has
 //! a connection open and for `timeout` after its last one closed (connections are counted by the
-//! same module running as a network filter); without connection events, for `timeout` after the
-//! last request.
+//! same module running as a network filter, `crate::connections`); without connection events, for
+//! `timeout` after the last request. Which address identifies the client: `crate::client_address`.
 
-use super::{parse_table_timeout, TableTimeout};
-use crate::config::reader::{Errors, Field};
-use crate::table::{hash_key, Entry, Record};
-use std::net::IpAddr;
+use super::table_backed::{self, TableTimeout};
+use crate::client_address::{self, Granularity, Verdict};
+use crate::config_reader::{Errors, Field};
+use crate::connections::Tracking;
+use crate::context::Context;
+use crate::endpoint::Endpoint;
+use crate::header_pairs::Headers;
+use crate::host::{Attribute, HostError, HttpStream};
+use crate::metrics::{FilterCounter, ProfileCounter};
+use crate::outcome::ServerDown;
+use crate::persistence::{Describe, Persistence, Requested, Responded, TableSpec};
+use crate::state::State;
+use std::cell::Cell;
 
 /// Room for about a million clients with next to no early evictions: buckets hold 32 entries, and a
 /// million clients fill them to about 16 on average.
 pub const DEFAULT_MAX_ENTRIES: u32 = 1 << 21;
-/// The connection table has a fixed size (so every filter instance agrees on its layout without
-/// configuration): clients beyond it fall back to "timeout since the last request".
-pub const CONNECTION_TABLE_ENTRIES: u32 = 1 << 21;
 const MAX_MAX_ENTRIES: u64 = 1 << 24;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,8 +43,7 @@ impl Settings {
     pub fn parse(section: Option<Field>, errors: &mut Errors) -> Settings {
         let mut settings = Settings::default();
         let Some(mut object) = section.and_then(|field| field.object(errors)) else { return settings };
-        let timeout = parse_table_timeout(&mut object, errors, TableTimeout { default_minutes: 5, min_minutes: 0, max_minutes: 720 });
-        settings.timeout = timeout;
+        settings.timeout = table_backed::parse_timeout(&mut object, errors, TableTimeout { default_minutes: 5, min_minutes: 0, max_minutes: 720 });
         if let Some(prefix) = object.field("ipv4_prefix").and_then(|f| f.integer(1, 32, errors)) {
             settings.ipv4_prefix = prefix as u8;
         }
@@ -58,122 +63,98 @@ impl Settings {
     }
 }
 
-/// How client addresses are grouped: all addresses sharing the first `ipv4`/`ipv6` bits are one client.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Granularity {
-    pub ipv4: u8,
-    pub ipv6: u8,
-}
+impl Describe for Settings {
+    fn summary(&self) -> String {
+        format!("timeout {}s, /{} /{}, {} entries", self.timeout, self.ipv4_prefix, self.ipv6_prefix, self.max_entries)
+    }
 
-/// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, from dual-stack listeners) are the IPv4 client.
-pub fn normalize(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
+    fn counters(&self) -> Vec<ProfileCounter> {
+        [&ProfileCounter::OUTCOMES[..], &ProfileCounter::TABLE].concat()
+    }
+
+    fn table(&self) -> Option<TableSpec> {
+        Some(TableSpec { max_entries: self.max_entries, timeout: self.timeout, connection_aware: true })
+    }
+
+    fn tracking(&self) -> Option<Tracking> {
+        Some(Tracking { granularities: vec![self.granularity()], max_timeout: self.timeout })
     }
 }
 
-/// The table key of a client address: its family, prefix length and masked address bits.
-pub fn client_key(ip: IpAddr, granularity: Granularity) -> u64 {
-    match normalize(ip) {
-        IpAddr::V4(v4) => {
-            let prefix = granularity.ipv4.min(32);
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            hash_key(&[b"ip4", &[prefix], &(u32::from(v4) & mask).to_be_bytes()])
+impl Persistence for Settings {
+    const TYPE: &'static str = "client_ip";
+    type Pending = table_backed::Pending;
+    type Writes = table_backed::Writes;
+
+    fn parse_section(section: Option<Field>, errors: &mut Errors, _path: &str) -> Option<Settings> {
+        Some(Settings::parse(section, errors))
+    }
+
+    fn on_request<H: HttpStream>(&self, cx: &mut Context<'_, H>, headers: &Headers) -> Result<Requested<Self::Pending>, HostError> {
+        if self.timeout == 0 {
+            return Ok(Requested::Skip { reason: "disabled" }); // Avi: a timeout of 0 disables persistence.
         }
-        IpAddr::V6(v6) => {
-            let prefix = granularity.ipv6.min(128);
-            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            hash_key(&[b"ip6", &[prefix], &(u128::from(v6) & mask).to_be_bytes()])
+        match client_key(cx, headers, self.granularity()) {
+            Ok(key) => table_backed::request(cx, key, self.timeout, true),
+            Err(reason) => Ok(Requested::Skip { reason }),
         }
     }
-}
 
-/// Open connections of one client, as counted by the network filter; `Entry::touched` is the
-/// time of the last open or close.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Connections {
-    pub open: u16,
-}
-
-impl Record for Connections {
-    fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.open.to_le_bytes());
+    fn on_response(&self, pending: Self::Pending, upstream: Option<Endpoint>, server_down: ServerDown, _: &State) -> Responded<Self::Writes> {
+        table_backed::respond(pending, upstream, server_down)
     }
-    fn decode(bytes: &[u8]) -> Option<(Self, &[u8])> {
-        let (open, rest) = bytes.split_first_chunk::<2>()?;
-        Some((Connections { open: u16::from_le_bytes(*open) }, rest))
+
+    fn write<H: HttpStream>(&self, cx: &mut Context<'_, H>, writes: Self::Writes) -> Result<(), HostError> {
+        table_backed::write(cx, writes)
     }
 }
 
-/// A client's connections keep its persistence alive while one is open, and for `timeout` after
-/// the last one closed.
-pub fn connections_keep_alive(connections: Option<&Entry<Connections>>, timeout: u32, now: u32) -> bool {
-    connections.is_some_and(|c| c.record.open > 0 || now < c.touched.saturating_add(timeout))
-}
-
-pub fn connection_opened(current: Option<&Entry<Connections>>, now: u32) -> Entry<Connections> {
-    let open = current.map_or(0, |c| c.record.open).saturating_add(1);
-    Entry { touched: now, record: Connections { open } }
-}
-
-pub fn connection_closed(current: Option<&Entry<Connections>>, now: u32) -> Entry<Connections> {
-    let open = current.map_or(0, |c| c.record.open).saturating_sub(1);
-    Entry { touched: now, record: Connections { open } }
-}
-
-/// What the connection-counting network filter must track, published in shared data by every
-/// HTTP plugin with client IP profiles and merged (union of groupings, longest timeout), so the
-/// network filter needs no configuration of its own.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Tracking {
-    pub granularities: Vec<Granularity>,
-    /// How long closed-connection records are kept (the longest client IP timeout).
-    pub max_timeout: u32,
-}
-
-const TRACKING_FORMAT: u8 = 1;
-
-impl Tracking {
-    pub fn merge(&mut self, other: &Tracking) {
-        for granularity in &other.granularities {
-            if !self.granularities.contains(granularity) {
-                self.granularities.push(*granularity);
+/// The table key of the request's client address, or why there is none: not an IP connection,
+/// or an address the client could have written (counted, and logged once per VM with the fix).
+pub fn client_key<H: HttpStream>(cx: &mut Context<'_, H>, headers: &Headers, granularity: Granularity) -> Result<u64, &'static str> {
+    let source = cx.host.attribute(Attribute::SourceAddress).ok().flatten();
+    let Some(source) = source.and_then(|bytes| std::str::from_utf8(&bytes).ok()?.parse().ok()) else {
+        log::debug!("profile {}: no client address (not an IP connection): load balancing", cx.name);
+        return Err("no_client_address");
+    };
+    let ip = match client_address::judge(cx.client_address, source, headers.values("x-forwarded-for")) {
+        Verdict::Use(ip) => ip,
+        Verdict::Untrusted => {
+            refuse(cx, FilterCounter::UntrustedClientAddress, &cx.state.warned.untrusted_client_address, UNTRUSTED_FIX);
+            return Err("untrusted_client_address");
+        }
+        Verdict::NeedPeer => {
+            let peer = cx.host.attribute(Attribute::FilterState(client_address::PEER_FILTER_STATE)).ok().flatten();
+            match peer.and_then(|value| client_address::peer(&value)) {
+                Some(peer) => peer,
+                None => {
+                    refuse(cx, FilterCounter::NoPeerAddress, &cx.state.warned.no_peer_address, NO_PEER_FIX);
+                    return Err("no_peer_address");
+                }
             }
         }
-        self.max_timeout = self.max_timeout.max(other.max_timeout);
-    }
+    };
+    Ok(client_address::client_key(ip, granularity))
+}
 
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![TRACKING_FORMAT];
-        out.extend_from_slice(&self.max_timeout.to_le_bytes());
-        for g in &self.granularities {
-            out.extend_from_slice(&[g.ipv4, g.ipv6]);
-        }
-        out
-    }
+const UNTRUSTED_FIX: &str = "Envoy took the client address from the last X-Forwarded-For entry, which the client writes \
+    (use_remote_address: false, no xff_num_trusted_hops): load balanced without client IP persistence. \
+    Fix: set use_remote_address: true (and xff_num_trusted_hops: N behind N trusted proxies), or \"client_address\": \"peer\"";
+const NO_PEER_FIX: &str = "\"client_address\" is \"peer\", Envoy took the client address from X-Forwarded-For, and no \
+    set_filter_state filter provides the connection's peer (object_key persistence.peer, %DOWNSTREAM_DIRECT_REMOTE_ADDRESS%): \
+    load balanced without client IP persistence";
 
-    pub fn decode(bytes: &[u8]) -> Option<Tracking> {
-        let (&TRACKING_FORMAT, rest) = bytes.split_first()? else { return None };
-        let (timeout, rest) = rest.split_first_chunk::<4>()?;
-        let granularities = rest.chunks_exact(2).filter_map(|g| match g {
-            [ipv4, ipv6] => Some(Granularity { ipv4: (*ipv4).clamp(1, 32), ipv6: (*ipv6).clamp(1, 128) }),
-            _ => None,
-        });
-        let granularities = granularities.collect();
-        Some(Tracking { granularities, max_timeout: u32::from_le_bytes(*timeout) })
-    }
-
-    /// Until an HTTP plugin has said otherwise: exact addresses, the default timeout.
-    pub fn fallback() -> Tracking {
-        Tracking { granularities: vec![Settings::default().granularity()], max_timeout: Settings::default().timeout }
+fn refuse<H: HttpStream>(cx: &Context<'_, H>, counter: FilterCounter, warned: &Cell<bool>, fix: &str) {
+    cx.count_filter(counter);
+    if !warned.replace(true) {
+        log::warn!("profile {}: {fix} (logged once per worker; counted in {})", cx.name, counter.name());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::reader::parse_section;
+    use crate::config_reader::parse_section;
     use serde_json::json;
 
     fn parse(section: serde_json::Value) -> Result<Settings, Vec<String>> {
@@ -200,49 +181,5 @@ mod tests {
         for (section, expected) in cases {
             assert_eq!(parse(section.clone()), Err(vec![expected.to_string()]), "{section}");
         }
-    }
-
-    #[test]
-    fn keys_group_addresses_by_prefix() {
-        let exact = Granularity { ipv4: 32, ipv6: 128 };
-        let subnet = Granularity { ipv4: 24, ipv6: 64 };
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_ne!(client_key(ip("10.1.2.3"), exact), client_key(ip("10.1.2.4"), exact));
-        assert_eq!(client_key(ip("10.1.2.3"), subnet), client_key(ip("10.1.2.200"), subnet));
-        assert_ne!(client_key(ip("10.1.2.3"), subnet), client_key(ip("10.1.3.3"), subnet));
-        assert_ne!(client_key(ip("10.1.2.3"), exact), client_key(ip("10.1.2.3"), subnet), "prefix is part of the key");
-        assert_eq!(client_key(ip("2001:db8::1"), subnet), client_key(ip("2001:db8::ffff:1"), subnet));
-        assert_ne!(client_key(ip("2001:db8::1"), exact), client_key(ip("2001:db8::2"), exact));
-        assert_eq!(client_key(ip("::ffff:10.1.2.3"), exact), client_key(ip("10.1.2.3"), exact), "IPv4-mapped is IPv4");
-        assert_ne!(client_key(ip("::a01:203"), exact), client_key(ip("10.1.2.3"), exact), "IPv4-compatible is not mapped");
-        assert_eq!(client_key(ip("10.9.9.9"), Granularity { ipv4: 1, ipv6: 1 }), client_key(ip("127.0.0.1"), Granularity { ipv4: 1, ipv6: 1 }));
-    }
-
-    #[test]
-    fn tracking_layouts_merge_and_round_trip() {
-        let mut a = Tracking { granularities: vec![Granularity { ipv4: 32, ipv6: 128 }], max_timeout: 300 };
-        let b = Tracking { granularities: vec![Granularity { ipv4: 24, ipv6: 64 }, Granularity { ipv4: 32, ipv6: 128 }], max_timeout: 60 };
-        a.merge(&b);
-        assert_eq!(a.granularities, [Granularity { ipv4: 32, ipv6: 128 }, Granularity { ipv4: 24, ipv6: 64 }]);
-        assert_eq!(a.max_timeout, 300);
-        assert_eq!(Tracking::decode(&a.encode()), Some(a));
-        assert_eq!(Tracking::decode(&[]), None);
-        assert_eq!(Tracking::decode(&[9, 0, 0, 0, 0]), None);
-    }
-
-    #[test]
-    fn connections_keep_the_entry_alive_until_timeout_after_the_last_close() {
-        let opened = connection_opened(None, 100);
-        let twice = connection_opened(Some(&opened), 110);
-        assert_eq!(twice.record.open, 2);
-        assert!(connections_keep_alive(Some(&twice), 60, 10_000), "open connections never time out");
-        let one_closed = connection_closed(Some(&twice), 200);
-        assert!(connections_keep_alive(Some(&one_closed), 60, 10_000));
-        let all_closed = connection_closed(Some(&one_closed), 300);
-        assert_eq!(all_closed.record.open, 0);
-        assert!(connections_keep_alive(Some(&all_closed), 60, 359));
-        assert!(!connections_keep_alive(Some(&all_closed), 60, 360));
-        assert_eq!(connection_closed(None, 5).record.open, 0, "a close without a counted open does not underflow");
-        assert!(!connections_keep_alive(None, 60, 0));
     }
 }

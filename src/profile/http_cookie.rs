@@ -1,12 +1,17 @@
 //! HTTP cookie persistence (Avi "HTTP Cookie"): the filter inserts a cookie whose value is a sealed
 //! token naming the server, and reads it back on later requests. Nothing is stored in Envoy.
 
-use crate::config::reader::{Errors, Field};
+use crate::config_reader::{Errors, Field};
+use crate::context::Context;
 use crate::cookie::{self, Attributes, SameSite};
 use crate::endpoint::Endpoint;
-use crate::keyring::Keyring;
-use crate::profile::{Outcome, ServerDown};
-use crate::token::{self, Claims, OpenError, Purpose};
+use crate::header_pairs::Headers;
+use crate::host::{HostError, HttpStream};
+use crate::metrics::ProfileCounter;
+use crate::outcome::{Outcome, ServerDown};
+use crate::persistence::{Describe, Persistence, Requested, Responded};
+use crate::state::State;
+use crate::token::{self, Claims, Purpose, Rejection, Tokens};
 
 pub const DEFAULT_NAME: &str = "AVI_COOKIE";
 const MINUTE: u64 = 60;
@@ -99,39 +104,6 @@ impl Settings {
     }
 }
 
-/// Why a presented cookie was not honoured.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Rejection {
-    Malformed,
-    UnknownKey,
-    Forged,
-    Expired,
-    Idle,
-}
-
-impl Rejection {
-    /// The name used in counters (`rejected.<name>`) and access-log records.
-    pub fn name(self) -> &'static str {
-        match self {
-            Rejection::Malformed => "malformed",
-            Rejection::UnknownKey => "unknown_key",
-            Rejection::Forged => "forged",
-            Rejection::Expired => "expired",
-            Rejection::Idle => "idle",
-        }
-    }
-}
-
-impl From<OpenError> for Rejection {
-    fn from(error: OpenError) -> Rejection {
-        match error {
-            OpenError::Malformed => Rejection::Malformed,
-            OpenError::UnknownKey => Rejection::UnknownKey,
-            OpenError::Forged => Rejection::Forged,
-        }
-    }
-}
-
 /// What the request's persistence cookie said.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Presented {
@@ -151,10 +123,10 @@ impl Presented {
 
 /// Reads our cookie from the request's Cookie headers. With several cookies of our name (a browser
 /// holding one per path or domain) the first valid one wins; else the first rejection is reported.
-pub fn read_request(settings: &Settings, keyring: &Keyring, cookie_headers: &[impl AsRef<[u8]>], now: u64) -> Presented {
+pub fn read_request(settings: &Settings, tokens: &Tokens, cookie_headers: &[impl AsRef<[u8]>], now: u64) -> Presented {
     let mut first_rejection = None;
     for value in cookie_headers.iter().flat_map(|header| cookie::values(header.as_ref(), &settings.name)) {
-        match judge(settings, keyring, value, now) {
+        match judge(settings, tokens, value, now) {
             Ok(presented) => return presented,
             Err(rejection) => {
                 first_rejection.get_or_insert(rejection);
@@ -164,8 +136,8 @@ pub fn read_request(settings: &Settings, keyring: &Keyring, cookie_headers: &[im
     first_rejection.map_or(Presented::Absent, Presented::Rejected)
 }
 
-fn judge(settings: &Settings, keyring: &Keyring, value: &[u8], now: u64) -> Result<Presented, Rejection> {
-    let opened = token::open(keyring, Purpose::HttpCookie, &settings.name, value)?;
+fn judge(settings: &Settings, tokens: &Tokens, value: &[u8], now: u64) -> Result<Presented, Rejection> {
+    let opened = tokens.open(Purpose::HttpCookie, &settings.name, value)?;
     let claims = opened.claims;
     if claims.expires_at.is_some_and(|expires_at| now >= expires_at) {
         return Err(Rejection::Expired);
@@ -208,7 +180,7 @@ pub fn decide(settings: &Settings, server_down: ServerDown, presented: &Presente
     let Presented::Valid { claims, key_id, token } = presented else {
         return decision(Outcome::New, Reply::Seal(fresh(upstream)));
     };
-    let outcome = crate::profile::outcome(Some(claims.endpoint), Some(upstream), server_down);
+    let outcome = crate::outcome::outcome(Some(claims.endpoint), Some(upstream), server_down);
     if outcome == Outcome::Repicked {
         return decision(outcome, Reply::Seal(fresh(upstream)));
     }
@@ -226,11 +198,11 @@ pub fn decide(settings: &Settings, server_down: ServerDown, presented: &Presente
 }
 
 /// The Set-Cookie header for a reply; None when nothing is to be sent or sealing failed.
-pub fn set_cookie_header(settings: &Settings, keyring: &Keyring, reply: &Reply, tls: bool, now: u64, nonce: [u8; token::NONCE_LEN]) -> Option<String> {
+pub fn set_cookie_header(settings: &Settings, tokens: &Tokens, reply: &Reply, tls: bool, now: u64, nonce: [u8; token::NONCE_LEN]) -> Option<String> {
     let (value, expires_at) = match reply {
         Reply::None => return None,
         Reply::Echo { token, expires_at } => (token.clone(), *expires_at),
-        Reply::Seal(claims) => (token::seal(keyring, Purpose::HttpCookie, &settings.name, claims, nonce)?, claims.expires_at),
+        Reply::Seal(claims) => (tokens.seal(Purpose::HttpCookie, &settings.name, claims, nonce)?, claims.expires_at),
     };
     let secure = match settings.secure {
         Secure::Auto => tls,
@@ -241,10 +213,91 @@ pub fn set_cookie_header(settings: &Settings, keyring: &Keyring, reply: &Reply, 
     Some(cookie::set_cookie(&settings.name, &value, &settings.attributes, secure, lifetime, now))
 }
 
+impl Describe for Settings {
+    fn summary(&self) -> String {
+        format!("cookie {}", self.name)
+    }
+
+    fn counters(&self) -> Vec<ProfileCounter> {
+        use ProfileCounter::*;
+        [&ProfileCounter::OUTCOMES[..], &ProfileCounter::TOKENS, &[RejectedExpired, RejectedIdle, Rotated, Refreshed]].concat()
+    }
+}
+
+/// What the request's cookie said, and the clock then (one clock read per request).
+pub struct Pending {
+    presented: Presented,
+    now: u64,
+}
+
+pub struct Writes {
+    decision: Decision,
+    now: u64,
+}
+
+impl Persistence for Settings {
+    const TYPE: &'static str = "http_cookie";
+    type Pending = Pending;
+    type Writes = Writes;
+
+    fn parse_section(section: Option<Field>, errors: &mut Errors, _path: &str) -> Option<Settings> {
+        Some(Settings::parse(section, errors))
+    }
+
+    /// Reads our cookie and removes it from what the backend gets.
+    fn on_request<H: HttpStream>(&self, cx: &mut Context<'_, H>, headers: &Headers) -> Result<Requested<Pending>, HostError> {
+        let cookies: Vec<&[u8]> = headers.values("cookie").collect();
+        let now = cx.host.now();
+        let presented = read_request(self, &cx.state.tokens, &cookies, now);
+        let rejected = rejection(&presented);
+        if let Presented::Rejected(rejection) = presented {
+            cx.count(rejection.into());
+            log::debug!("profile {}: cookie {} rejected ({}): load balancing", cx.name, self.name, rejection.name());
+        }
+        let rewritten: Vec<Option<Vec<u8>>> = cookies.iter().map(|header| cookie::without(header, &self.name)).collect();
+        cx.rewrite_cookie_headers(&cookies, &rewritten)?;
+        Ok(Requested::pin_or_balance(presented.pin(), rejected.map(|r| ("rejected", r)), Pending { presented, now }))
+    }
+
+    fn on_response(&self, pending: Pending, upstream: Option<Endpoint>, server_down: ServerDown, state: &State) -> Responded<Writes> {
+        let Pending { presented, now } = pending;
+        let decision = decide(self, server_down, &presented, upstream, state.tokens.primary_id(), now);
+        Responded { outcome: decision.outcome, rejected: rejection(&presented), writes: Writes { decision, now } }
+    }
+
+    /// Issues, re-seals or echoes the cookie.
+    fn write<H: HttpStream>(&self, cx: &mut Context<'_, H>, writes: Writes) -> Result<(), HostError> {
+        let Writes { decision, now } = writes;
+        if decision.rotated {
+            cx.count(ProfileCounter::Rotated);
+        }
+        if decision.refreshed {
+            cx.count(ProfileCounter::Refreshed);
+        }
+        if decision.reply == Reply::None {
+            return Ok(());
+        }
+        let tls = self.secure == Secure::Auto && cx.is_tls();
+        let Some(nonce) = cx.nonce() else { return Ok(()) };
+        match set_cookie_header(self, &cx.state.tokens, &decision.reply, tls, now, nonce) {
+            Some(header) => cx.host.add_response_header("set-cookie", header.as_bytes()),
+            None => Ok(()),
+        }
+    }
+}
+
+fn rejection(presented: &Presented) -> Option<&'static str> {
+    match presented {
+        Presented::Rejected(rejection) => Some(rejection.name()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::reader::parse_section;
+    use crate::config_reader::parse_section;
+    use crate::keyring::Keyring;
     use crate::endpoint;
     use serde_json::json;
 
@@ -252,6 +305,11 @@ mod tests {
 
     fn keyring() -> Keyring {
         Keyring::new(&[(1, [1; 32]), (2, [2; 32])], 2).unwrap()
+    }
+
+    /// Opens what `keyring()` seals.
+    fn tokens() -> Tokens {
+        Tokens::new(keyring())
     }
 
     fn server(n: u8) -> Endpoint {
@@ -316,8 +374,9 @@ mod tests {
     fn honours_a_valid_cookie_and_strips_nothing_else() {
         let settings = Settings::default();
         let keys = keyring();
+        let tokens = tokens();
         let claims = Claims { endpoint: server(2), issued_at: NOW - 100, expires_at: None };
-        let presented = read_request(&settings, &keys, &[cookie_for(&settings, &keys, claims)], NOW);
+        let presented = read_request(&settings, &tokens, &[cookie_for(&settings, &keys, claims)], NOW);
         assert_eq!(presented.pin(), Some(server(2)));
         let decision = decide(&settings, ServerDown::Immediate, &presented, Some(server(2)), 2, NOW);
         assert_eq!(decision, Decision { outcome: Outcome::Pinned, reply: Reply::None, rotated: false, refreshed: false });
@@ -326,9 +385,9 @@ mod tests {
     #[test]
     fn issues_a_cookie_when_there_is_none_or_it_is_rejected() {
         let settings = Settings { timeout: Some(600), ..Settings::default() };
-        let keys = keyring();
+        let tokens = tokens();
         for headers in [vec![], vec![b"a=1".to_vec()], vec![b"AVI_COOKIE=garbage".to_vec()]] {
-            let presented = read_request(&settings, &keys, &headers, NOW);
+            let presented = read_request(&settings, &tokens, &headers, NOW);
             assert_eq!(presented.pin(), None);
             let decision = decide(&settings, ServerDown::Immediate, &presented, Some(server(1)), 2, NOW);
             assert_eq!(decision.outcome, Outcome::New);
@@ -340,6 +399,7 @@ mod tests {
     fn classifies_rejections() {
         let settings = Settings { idle_timeout: Some(600), ..Settings::default() };
         let keys = keyring();
+        let tokens = tokens();
         let other_fleet = Keyring::new(&[(2, [9; 32])], 2).unwrap();
         let retired = Keyring::new(&[(3, [3; 32])], 3).unwrap();
         let live = Claims { endpoint: server(1), issued_at: NOW, expires_at: Some(NOW + 60) };
@@ -351,20 +411,21 @@ mod tests {
             (cookie_for(&settings, &keys, Claims { issued_at: NOW - 600, expires_at: None, ..live }), Rejection::Idle),
         ];
         for (header, rejection) in cases {
-            assert_eq!(read_request(&settings, &keys, &[header], NOW), Presented::Rejected(rejection));
+            assert_eq!(read_request(&settings, &tokens, &[header], NOW), Presented::Rejected(rejection));
         }
         let renamed = Settings { name: "OTHER".into(), ..settings.clone() };
         let header = cookie_for(&renamed, &keys, live);
         let header = String::from_utf8(header).unwrap().replace("OTHER=", "AVI_COOKIE=");
-        assert_eq!(read_request(&settings, &keys, &[header.into_bytes()], NOW), Presented::Rejected(Rejection::Forged));
+        assert_eq!(read_request(&settings, &tokens, &[header.into_bytes()], NOW), Presented::Rejected(Rejection::Forged));
     }
 
     #[test]
     fn first_valid_cookie_of_several_wins() {
         let settings = Settings::default();
         let keys = keyring();
+        let tokens = tokens();
         let good = cookie_for(&settings, &keys, Claims { endpoint: server(3), issued_at: NOW, expires_at: None });
-        let presented = read_request(&settings, &keys, &[b"AVI_COOKIE=junk".to_vec(), good], NOW);
+        let presented = read_request(&settings, &tokens, &[b"AVI_COOKIE=junk".to_vec(), good], NOW);
         assert_eq!(presented.pin(), Some(server(3)));
     }
 
@@ -372,8 +433,9 @@ mod tests {
     fn server_down_immediate_repicks_and_never_keeps() {
         let settings = Settings { timeout: Some(600), ..Settings::default() };
         let keys = keyring();
+        let tokens = tokens();
         let claims = Claims { endpoint: server(1), issued_at: NOW - 10, expires_at: Some(NOW + 300) };
-        let presented = read_request(&settings, &keys, &[cookie_for(&settings, &keys, claims)], NOW);
+        let presented = read_request(&settings, &tokens, &[cookie_for(&settings, &keys, claims)], NOW);
         let immediate = decide(&settings, ServerDown::Immediate, &presented, Some(server(2)), 2, NOW);
         assert_eq!(immediate.outcome, Outcome::Repicked);
         assert_eq!(immediate.reply, Reply::Seal(Claims { endpoint: server(2), issued_at: NOW, expires_at: Some(NOW + 600) }));
@@ -389,13 +451,14 @@ mod tests {
     fn always_send_echoes_and_rotation_reseals_keeping_the_session() {
         let settings = Settings { always_send: true, timeout: Some(600), ..Settings::default() };
         let keys = keyring();
+        let tokens = tokens();
         let claims = Claims { endpoint: server(1), issued_at: NOW - 10, expires_at: Some(NOW + 300) };
         let old_key = Keyring::new(&[(1, [1; 32])], 1).unwrap();
-        let current = read_request(&settings, &keys, &[cookie_for(&settings, &keys, claims)], NOW);
+        let current = read_request(&settings, &tokens, &[cookie_for(&settings, &keys, claims)], NOW);
         let decision = decide(&settings, ServerDown::Immediate, &current, Some(server(1)), 2, NOW);
         let Presented::Valid { token, .. } = &current else { panic!() };
         assert_eq!(decision.reply, Reply::Echo { token: token.clone(), expires_at: Some(NOW + 300) });
-        let rotated = read_request(&settings, &keys, &[cookie_for(&settings, &old_key, claims)], NOW);
+        let rotated = read_request(&settings, &tokens, &[cookie_for(&settings, &old_key, claims)], NOW);
         let decision = decide(&settings, ServerDown::Immediate, &rotated, Some(server(1)), 2, NOW);
         assert!(decision.rotated);
         assert_eq!(decision.reply, Reply::Seal(Claims { issued_at: NOW, ..claims }));
@@ -405,9 +468,10 @@ mod tests {
     fn idle_refresh_happens_after_half_the_window_only() {
         let settings = Settings { idle_timeout: Some(600), ..Settings::default() };
         let keys = keyring();
+        let tokens = tokens();
         for (age, refresh) in [(10, false), (299, false), (300, true), (599, true)] {
             let claims = Claims { endpoint: server(1), issued_at: NOW - age, expires_at: None };
-            let presented = read_request(&settings, &keys, &[cookie_for(&settings, &keys, claims)], NOW);
+            let presented = read_request(&settings, &tokens, &[cookie_for(&settings, &keys, claims)], NOW);
             let decision = decide(&settings, ServerDown::Immediate, &presented, Some(server(1)), 2, NOW);
             assert_eq!(decision.refreshed, refresh, "age {age}");
             assert_eq!(decision.reply != Reply::None, refresh, "age {age}");
@@ -417,15 +481,15 @@ mod tests {
     #[test]
     fn set_cookie_carries_lifetime_secure_and_a_token_that_opens() {
         let settings = Settings { timeout: Some(600), ..Settings::default() };
-        let keys = keyring();
+        let tokens = tokens();
         let claims = Claims { endpoint: server(1), issued_at: NOW, expires_at: Some(NOW + 600) };
-        let header = set_cookie_header(&settings, &keys, &Reply::Seal(claims), true, NOW, [5; 12]).unwrap();
+        let header = set_cookie_header(&settings, &tokens, &Reply::Seal(claims), true, NOW, [5; 12]).unwrap();
         assert!(header.starts_with("AVI_COOKIE="), "{header}");
         assert!(header.contains("; Path=/; Max-Age=600; Expires=") && header.ends_with("; Secure; HttpOnly; SameSite=Lax"), "{header}");
-        let presented = read_request(&settings, &keys, &[header.split(';').next().unwrap().as_bytes().to_vec()], NOW + 1);
+        let presented = read_request(&settings, &tokens, &[header.split(';').next().unwrap().as_bytes().to_vec()], NOW + 1);
         assert_eq!(presented.pin(), Some(server(1)));
-        let plain = set_cookie_header(&Settings::default(), &keys, &Reply::Seal(Claims { expires_at: None, ..claims }), false, NOW, [5; 12]).unwrap();
+        let plain = set_cookie_header(&Settings::default(), &tokens, &Reply::Seal(Claims { expires_at: None, ..claims }), false, NOW, [5; 12]).unwrap();
         assert!(!plain.contains("Max-Age") && !plain.contains("Secure"), "{plain}");
-        assert_eq!(set_cookie_header(&settings, &keys, &Reply::None, true, NOW, [5; 12]), None);
+        assert_eq!(set_cookie_header(&settings, &tokens, &Reply::None, true, NOW, [5; 12]), None);
     }
 }

@@ -2,8 +2,15 @@
 //! matched against values statically assigned to each server; on a match the request goes to that
 //! server. Nothing is learned or stored.
 
-use crate::config::reader::{Errors, Field};
+use crate::config_reader::{Errors, Field};
+use crate::context::Context;
 use crate::endpoint::{self, Endpoint};
+use crate::header_pairs::Headers;
+use crate::host::{HostError, HttpStream};
+use crate::metrics::ProfileCounter;
+use crate::outcome::{self, ServerDown};
+use crate::persistence::{Describe, Persistence, Requested, Responded};
+use crate::state::State;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -35,7 +42,7 @@ impl Settings {
                             if parsed.is_none() {
                                 errors.add(
                                     &field.path,
-                                    format!("must be ip:port (IPv6 in brackets, e.g. [2001:db8::1]:8080), got {}", crate::config::reader::quoted(text)),
+                                    format!("must be ip:port (IPv6 in brackets, e.g. [2001:db8::1]:8080), got {}", crate::config_reader::quoted(text)),
                                 );
                             }
                             parsed
@@ -66,7 +73,7 @@ impl Settings {
                                         &value_field.path,
                                         format!(
                                             "{} is already assigned to {address} at {path}: a value selects one server",
-                                            crate::config::reader::quoted(value)
+                                            crate::config_reader::quoted(value)
                                         ),
                                     );
                                 }
@@ -92,10 +99,53 @@ impl Settings {
     }
 }
 
+impl Describe for Settings {
+    fn summary(&self) -> String {
+        format!("header {}, {} value(s)", self.name, self.servers.len())
+    }
+
+    /// Requests are pinned or not; none is ever "new".
+    fn counters(&self) -> Vec<ProfileCounter> {
+        use ProfileCounter::*;
+        vec![Pinned, Repicked, Kept, NoUpstream, HeaderMissing, HeaderUnmatched]
+    }
+}
+
+impl Persistence for Settings {
+    const TYPE: &'static str = "http_header";
+    /// The server the header's value is assigned to.
+    type Pending = Endpoint;
+    type Writes = ();
+
+    fn parse_section(section: Option<Field>, errors: &mut Errors, path: &str) -> Option<Settings> {
+        Settings::parse(section, errors, path)
+    }
+
+    fn on_request<H: HttpStream>(&self, cx: &mut Context<'_, H>, headers: &Headers) -> Result<Requested<Endpoint>, HostError> {
+        let Some(value) = headers.first(&self.name) else {
+            cx.count(ProfileCounter::HeaderMissing);
+            return Ok(Requested::Skip { reason: "header_missing" });
+        };
+        let Some(assigned) = self.server_for(value) else {
+            cx.count(ProfileCounter::HeaderUnmatched);
+            return Ok(Requested::Skip { reason: "header_unmatched" });
+        };
+        Ok(Requested::Pin { server: assigned, pending: assigned })
+    }
+
+    fn on_response(&self, assigned: Endpoint, upstream: Option<Endpoint>, server_down: ServerDown, _: &State) -> Responded<()> {
+        Responded { outcome: outcome::outcome(Some(assigned), upstream, server_down), rejected: None, writes: () }
+    }
+
+    fn write<H: HttpStream>(&self, _: &mut Context<'_, H>, _: ()) -> Result<(), HostError> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::reader::parse_section;
+    use crate::config_reader::parse_section;
     use serde_json::json;
 
     fn parse(section: serde_json::Value) -> Result<Settings, Vec<String>> {

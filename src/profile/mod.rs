@@ -1,134 +1,120 @@
 //! Persistence profiles: a name, a type with its own settings, and what to do when the persisted
-//! server is down. One module per type decides what to read from a request and what to record.
+//! server is down. Each type is one module implementing `Persistence`; the registry below lists
+//! them once, and everything that must handle every type is generated from that list.
 
-pub mod app_cookie;
-pub mod client_ip;
-pub mod http_cookie;
-pub mod http_header;
 pub mod table_backed;
-pub mod tls;
 
-use crate::config::reader::{Errors, Field, Object};
+use crate::config_reader::{Errors, Field};
+use crate::connections::Tracking;
+use crate::context::Context;
 use crate::endpoint::Endpoint;
+use crate::header_pairs::Headers;
+use crate::host::{HostError, HttpStream};
+use crate::metrics::ProfileCounter;
+pub use crate::outcome::{Outcome, ServerDown};
+use crate::persistence::{Describe, Persistence, Requested, Responded, TableSpec};
+use crate::state::State;
 
-/// Avi's "Select New Server When Persistent Server Down".
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ServerDown {
-    /// Pick a new server and move the persistence to it.
-    Immediate,
-    /// Keep the persistence as it is until it expires (the cluster must then keep routing to the
-    /// unhealthy host: see README, "server_down").
-    Never,
-}
+/// Declares the persistence types: `Variant: module` each. Generates the module declarations,
+/// `Kind` (a profile's type and settings), the per-type `Pending` and `Writes` of a request in
+/// flight, `TYPES`, and `Kind`'s dispatch to each type's `Persistence` implementation.
+macro_rules! persistence_types {
+    ($($variant:ident: $module:ident),+ $(,)?) => {
+        $(pub mod $module;)+
 
-impl ServerDown {
-    pub fn name(self) -> &'static str {
-        match self {
-            ServerDown::Immediate => "immediate",
-            ServerDown::Never => "never",
+        /// A profile's type and its settings.
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        pub enum Kind {
+            $($variant($module::Settings),)+
         }
-    }
+
+        /// What a request's type learned for its response.
+        pub enum Pending {
+            $($variant(<$module::Settings as Persistence>::Pending),)+
+        }
+
+        /// What a response's type will write.
+        pub enum Writes {
+            $($variant(<$module::Settings as Persistence>::Writes),)+
+        }
+
+        /// The `type` values, each also the name of the type's settings section.
+        pub const TYPES: &[&str] = &[$(<$module::Settings as Persistence>::TYPE,)+];
+
+        impl Kind {
+            pub fn type_name(&self) -> &'static str {
+                match self {
+                    $(Kind::$variant(_) => <$module::Settings as Persistence>::TYPE,)+
+                }
+            }
+
+            fn describe(&self) -> &dyn Describe {
+                match self {
+                    $(Kind::$variant(settings) => settings,)+
+                }
+            }
+
+            /// The settings of type `type_name` (None: invalid, errors added).
+            fn parse(type_name: &str, section: Option<Field>, errors: &mut Errors, path: &str) -> Option<Kind> {
+                $(if type_name == <$module::Settings as Persistence>::TYPE {
+                    return <$module::Settings as Persistence>::parse_section(section, errors, path).map(Kind::$variant);
+                })+
+                None
+            }
+
+            pub fn on_request<H: HttpStream>(&self, cx: &mut Context<'_, H>, headers: &Headers) -> Result<Requested<Pending>, HostError> {
+                match self {
+                    $(Kind::$variant(settings) => settings.on_request(cx, headers).map(|r| r.map(Pending::$variant)),)+
+                }
+            }
+
+            /// None only if `pending` came from another type (a request's pending state always
+            /// belongs to its own profile, so this does not happen).
+            pub fn on_response(&self, pending: Pending, upstream: Option<Endpoint>, server_down: ServerDown, state: &State) -> Option<Responded<Writes>> {
+                match (self, pending) {
+                    $((Kind::$variant(settings), Pending::$variant(pending)) => {
+                        Some(settings.on_response(pending, upstream, server_down, state).map(Writes::$variant))
+                    })+
+                    _ => None,
+                }
+            }
+
+            pub fn write<H: HttpStream>(&self, cx: &mut Context<'_, H>, writes: Writes) -> Result<(), HostError> {
+                match (self, writes) {
+                    $((Kind::$variant(settings), Writes::$variant(writes)) => settings.write(cx, writes),)+
+                    _ => Ok(()),
+                }
+            }
+        }
+    };
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Kind {
-    HttpCookie(http_cookie::Settings),
-    ClientIp(client_ip::Settings),
-    AppCookie(app_cookie::Settings),
-    HttpHeader(http_header::Settings),
-    Tls(tls::Settings),
+persistence_types! {
+    HttpCookie: http_cookie,
+    ClientIp: client_ip,
+    AppCookie: app_cookie,
+    HttpHeader: http_header,
+    Tls: tls,
 }
 
 impl Kind {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Kind::HttpCookie(_) => "http_cookie",
-            Kind::ClientIp(_) => "client_ip",
-            Kind::AppCookie(_) => "app_cookie",
-            Kind::HttpHeader(_) => "http_header",
-            Kind::Tls(_) => "tls",
-        }
+    pub fn summary(&self) -> String {
+        self.describe().summary()
+    }
+
+    pub fn counters(&self) -> Vec<ProfileCounter> {
+        self.describe().counters()
+    }
+
+    /// The shared table this type keeps its pins in, if any.
+    pub fn table(&self) -> Option<TableSpec> {
+        self.describe().table()
     }
 
     /// The client grouping and timeout the connection counter must track for this profile.
-    pub fn tracking(&self) -> Option<client_ip::Tracking> {
-        let (granularity, timeout) = match self {
-            Kind::ClientIp(settings) => (settings.granularity(), settings.timeout),
-            Kind::Tls(settings) if settings.fallback == tls::Fallback::ClientIp => (client_ip::Settings::default().granularity(), settings.timeout),
-            _ => return None,
-        };
-        Some(client_ip::Tracking { granularities: vec![granularity], max_timeout: timeout })
+    pub fn tracking(&self) -> Option<Tracking> {
+        self.describe().tracking()
     }
-
-    /// Whether this type keeps its pins in the shared table (and has table counters and gauges).
-    pub fn uses_table(&self) -> bool {
-        match self {
-            Kind::ClientIp(_) | Kind::Tls(_) => true,
-            Kind::AppCookie(settings) => settings.mode == app_cookie::Mode::Table,
-            Kind::HttpCookie(_) | Kind::HttpHeader(_) => false,
-        }
-    }
-
-    /// Whether this type reads sealed tokens (and has rejection counters).
-    pub fn uses_tokens(&self) -> bool {
-        match self {
-            Kind::HttpCookie(_) => true,
-            Kind::AppCookie(settings) => settings.mode == app_cookie::Mode::Prefix,
-            Kind::ClientIp(_) | Kind::HttpHeader(_) | Kind::Tls(_) => false,
-        }
-    }
-}
-
-/// The `type` values; each reads its settings from the section of the same name.
-const TYPES: &[&str] = &["http_cookie", "client_ip", "app_cookie", "http_header", "tls"];
-
-/// How a request on a profile ended, for counters and the access log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// The persisted server answered.
-    Pinned,
-    /// Nothing persisted (or not usable): the load balancer chose, and that choice is persisted.
-    New,
-    /// The persisted server was not available; another was chosen and persistence moved to it.
-    Repicked,
-    /// The persisted server was not available and `server_down: never` keeps the persistence.
-    Kept,
-    /// Envoy answered without an upstream (no healthy host, local reply): nothing to persist.
-    NoUpstream,
-}
-
-/// The outcome of a request that was pinned to `pin` (or not) and served by `upstream`.
-pub fn outcome(pin: Option<Endpoint>, upstream: Option<Endpoint>, server_down: ServerDown) -> Outcome {
-    match (pin, upstream) {
-        (_, None) => Outcome::NoUpstream,
-        (None, Some(_)) => Outcome::New,
-        (Some(pin), Some(upstream)) if pin == upstream => Outcome::Pinned,
-        (Some(_), Some(_)) if server_down == ServerDown::Immediate => Outcome::Repicked,
-        (Some(_), Some(_)) => Outcome::Kept,
-    }
-}
-
-/// Limits of a table-backed profile's `timeout_minutes`.
-pub struct TableTimeout {
-    pub default_minutes: u64,
-    pub min_minutes: u64,
-    pub max_minutes: u64,
-}
-
-/// Reads `timeout_minutes` or `timeout_seconds` (the latter for tests and demos that cannot wait
-/// minutes); returns seconds.
-pub fn parse_table_timeout(object: &mut Object, errors: &mut Errors, limits: TableTimeout) -> u32 {
-    let minutes = object.field("timeout_minutes").and_then(|f| f.integer(limits.min_minutes, limits.max_minutes, errors));
-    let seconds_field = object.field("timeout_seconds");
-    let seconds = match (&seconds_field, minutes) {
-        (Some(field), Some(_)) => {
-            errors.add(&field.path, "give timeout_minutes or timeout_seconds, not both");
-            None
-        }
-        (Some(field), None) => field.integer(limits.min_minutes.min(1), limits.max_minutes * 60, errors),
-        (None, minutes) => Some(minutes.unwrap_or(limits.default_minutes) * 60),
-    };
-    seconds.unwrap_or(limits.default_minutes * 60) as u32
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,6 +125,17 @@ pub struct Profile {
     pub kind: Kind,
     /// One of Avi's system profiles, present whether or not the configuration uses it.
     pub builtin: bool,
+}
+
+impl Profile {
+    /// One line of the startup summary.
+    pub fn summary(&self) -> String {
+        let (name, type_name, detail, server_down) = (&self.name, self.kind.type_name(), self.kind.summary(), self.server_down.name());
+        match &self.description {
+            Some(description) => format!("{name} ({type_name}, {detail}, server_down {server_down}: {description})"),
+            None => format!("{name} ({type_name}, {detail}, server_down {server_down})"),
+        }
+    }
 }
 
 /// Avi's system profiles, usable by name and redefinable by a profile of the same name.
@@ -181,10 +178,7 @@ pub fn parse(field: Field, errors: &mut Errors) -> Option<Profile> {
         .and_then(|f| f.string_where(is_valid_name, "must be 1 to 64 letters, digits, '-' or '_'", errors))
         .map(str::to_string);
     let description = object.field("description").and_then(|f| f.string(errors)).map(str::to_string);
-    let server_down = object
-        .field("server_down")
-        .and_then(|f| f.choice(&[("immediate", ServerDown::Immediate), ("never", ServerDown::Never)], errors))
-        .unwrap_or(ServerDown::Immediate);
+    let server_down = object.field("server_down").and_then(|f| f.choice(&ServerDown::CHOICES, errors)).unwrap_or(ServerDown::Immediate);
     let type_choices: Vec<(&str, &str)> = TYPES.iter().map(|t| (*t, *t)).collect();
     let type_name = match object.field("type") {
         Some(field) => field.choice(&type_choices, errors),
@@ -193,20 +187,11 @@ pub fn parse(field: Field, errors: &mut Errors) -> Option<Profile> {
             None
         }
     };
-    let kind = match type_name {
-        Some("http_cookie") => Some(Kind::HttpCookie(http_cookie::Settings::parse(object.field("http_cookie"), errors))),
-        Some("client_ip") => Some(Kind::ClientIp(client_ip::Settings::parse(object.field("client_ip"), errors))),
-        Some("app_cookie") => {
-            let path = object.child_path("app_cookie");
-            app_cookie::Settings::parse(object.field("app_cookie"), errors, &path).map(Kind::AppCookie)
-        }
-        Some("tls") => Some(Kind::Tls(tls::Settings::parse(object.field("tls"), errors))),
-        Some("http_header") => {
-            let path = object.child_path("http_header");
-            http_header::Settings::parse(object.field("http_header"), errors, &path).map(Kind::HttpHeader)
-        }
-        _ => None,
-    };
+    let kind = type_name.and_then(|type_name| {
+        let path = object.child_path(type_name);
+        let section = object.field(type_name);
+        Kind::parse(type_name, section, errors, &path)
+    });
     object.finish(errors, |key| {
         TYPES.contains(&key).then(|| match type_name {
             Some(type_name) => format!("settings of type {key}, but this profile's type is {type_name}"),

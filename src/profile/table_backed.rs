@@ -1,20 +1,130 @@
-//! What the profiles that keep their pins in the shared table (client IP, app cookie, TLS) decide
-//! on the response, once Envoy has chosen a host: which write, if any, to make.
+//! What the types that keep their pins in the shared table (client IP, app cookie, TLS) share:
+//! timeouts, the lookup on the request (with connection-aware liveness), and the decision and the
+//! writes on the response once Envoy has chosen a host.
 
-use super::{Outcome, ServerDown};
+use crate::config_reader::{Errors, Object};
+use crate::connections::{self, ConnectionTable};
+use crate::context::Context;
 use crate::endpoint::Endpoint;
-use crate::table::{Change, Entry};
+use crate::host::{HostError, HttpStream};
+use crate::metrics::ProfileCounter;
+use crate::outcome::{Outcome, ServerDown};
+use crate::persistence::{Requested, Responded};
+use crate::table::{Change, Entry, Snapshot, TableError};
 
 /// An entry is alive for `timeout` seconds after it was last touched.
 pub fn alive(entry: &Entry<Endpoint>, timeout: u32, now: u32) -> bool {
     now < entry.touched.saturating_add(timeout)
 }
 
-/// Seconds between two sweeps of a table whose entries live `timeout` seconds: no entry can
-/// expire faster than that, and reclaiming an expired entry a minute late costs only its bytes
-/// (lookups check liveness themselves).
-pub fn sweep_interval(timeout: u32) -> u32 {
-    timeout.clamp(1, 60)
+/// Whether the entry of `key` still persists: its own timeout, or (client IP keys, with
+/// `connections`) its client still has a connection open or closed its last one within `timeout`.
+/// The request's lookup and housekeeping both judge by this.
+pub fn entry_alive(entry: &Entry<Endpoint>, key: u64, timeout: u32, now: u32, connections: Option<&ConnectionTable>) -> bool {
+    alive(entry, timeout, now) || connections.is_some_and(|c| connections::keep_alive(c.record(key).as_ref(), timeout, now))
+}
+
+/// Limits of a table-backed profile's `timeout_minutes`.
+pub struct TableTimeout {
+    pub default_minutes: u64,
+    pub min_minutes: u64,
+    pub max_minutes: u64,
+}
+
+/// Reads `timeout_minutes` or `timeout_seconds` (the latter for tests and demos that cannot wait
+/// minutes); returns seconds.
+pub fn parse_timeout(object: &mut Object, errors: &mut Errors, limits: TableTimeout) -> u32 {
+    let minutes = object.field("timeout_minutes").and_then(|f| f.integer(limits.min_minutes, limits.max_minutes, errors));
+    let seconds_field = object.field("timeout_seconds");
+    let seconds = match (&seconds_field, minutes) {
+        (Some(field), Some(_)) => {
+            errors.add(&field.path, "give timeout_minutes or timeout_seconds, not both");
+            None
+        }
+        (Some(field), None) => field.integer(limits.min_minutes.min(1), limits.max_minutes * 60, errors),
+        (None, minutes) => Some(minutes.unwrap_or(limits.default_minutes) * 60),
+    };
+    seconds.unwrap_or(limits.default_minutes * 60) as u32
+}
+
+/// What a table lookup found: the bucket as read (its CAS saves a read when the response writes
+/// it back unchanged) and the live entry, if any.
+pub struct Found {
+    pub snapshot: Snapshot,
+    pub live: Option<Entry<Endpoint>>,
+}
+
+/// Looks `key` up in the profile's table (one bucket read; the connection table only when the
+/// entry itself has expired). None when the profile has no table.
+pub fn lookup<H: HttpStream>(cx: &mut Context<'_, H>, key: u64, timeout: u32, connection_aware: bool, now: u32) -> Result<Option<Found>, HostError> {
+    let Some(table) = cx.table() else { return Ok(None) };
+    let store = cx.host.store();
+    let snapshot = table.read(store, key)?;
+    let connections = ConnectionTable { table: &cx.state.connections, store };
+    let live = table.find(&snapshot, key).filter(|e| entry_alive(e, key, timeout, now, connection_aware.then_some(&connections)));
+    Ok(Some(Found { snapshot, live }))
+}
+
+/// The request of a client IP or TLS profile, keyed by `key`.
+pub struct Pending {
+    key: u64,
+    snapshot: Snapshot,
+    pin: Option<Entry<Endpoint>>,
+    timeout: u32,
+    /// The clock at the request (the response uses it too: one clock read per request).
+    now: u32,
+}
+
+pub struct Writes {
+    key: u64,
+    snapshot: Snapshot,
+    write: Option<Write>,
+    timeout: u32,
+    now: u32,
+}
+
+/// The request phase of a type keyed by `key` alone (client IP, TLS).
+pub fn request<H: HttpStream>(cx: &mut Context<'_, H>, key: u64, timeout: u32, connection_aware: bool) -> Result<Requested<Pending>, HostError> {
+    let now = cx.host.now() as u32;
+    let Some(Found { snapshot, live }) = lookup(cx, key, timeout, connection_aware, now)? else { return Ok(Requested::Skip { reason: "no_table" }) };
+    Ok(Requested::pin_or_balance(live.map(|e| e.record), None, Pending { key, snapshot, pin: live, timeout, now }))
+}
+
+pub fn respond(pending: Pending, upstream: Option<Endpoint>, server_down: ServerDown) -> Responded<Writes> {
+    let Pending { key, snapshot, pin, timeout, now } = pending;
+    let (outcome, write) = decide(pin, upstream, server_down, timeout, now);
+    Responded { outcome, rejected: None, writes: Writes { key, snapshot, write, timeout, now } }
+}
+
+pub fn write<H: HttpStream>(cx: &mut Context<'_, H>, writes: Writes) -> Result<(), HostError> {
+    let Writes { key, snapshot, write, timeout, now } = writes;
+    match write {
+        Some(write) => apply(cx, Some(snapshot), &[(key, write)], timeout, now),
+        None => Ok(()),
+    }
+}
+
+/// Makes the writes decided after a response, counting what they did. `snapshot` (read for the
+/// request) saves a read when its bucket has not changed since.
+pub fn apply<H: HttpStream>(cx: &mut Context<'_, H>, snapshot: Option<Snapshot>, writes: &[(u64, Write)], timeout: u32, now: u32) -> Result<(), HostError> {
+    let Some(table) = cx.table() else { return Ok(()) };
+    let mut snapshot = snapshot;
+    for (key, write) in writes {
+        let expired = |e: &Entry<Endpoint>| !alive(e, timeout, now);
+        match table.update(cx.host.store(), *key, snapshot.take(), |current| write.apply(current, timeout, now), expired) {
+            Ok(applied) => {
+                cx.entries_changed(applied.entries_delta());
+                cx.add(ProfileCounter::Expired, applied.expired);
+                cx.add(ProfileCounter::Evicted, applied.evicted);
+            }
+            Err(TableError::Conflict) => {
+                cx.count(ProfileCounter::TableConflicts);
+                log::warn!("profile {}: gave up a table write after repeated conflicts", cx.name);
+            }
+            Err(TableError::Store(status)) => return Err(HostError { call: "set_shared_data", status }),
+        }
+    }
+    Ok(())
 }
 
 /// The table write after a request: `pin` is the entry the request was pinned by (None: it was
@@ -22,7 +132,7 @@ pub fn sweep_interval(timeout: u32) -> u32 {
 /// the request's key (None: no write). Writes are conditional on what the request saw, so a
 /// concurrent writer is never overwritten: the first writer of a new client wins.
 pub fn decide(pin: Option<Entry<Endpoint>>, upstream: Option<Endpoint>, server_down: ServerDown, timeout: u32, now: u32) -> (Outcome, Option<Write>) {
-    let outcome = super::outcome(pin.map(|p| p.record), upstream, server_down);
+    let outcome = crate::outcome::outcome(pin.map(|p| p.record), upstream, server_down);
     let fresh = upstream.map(|endpoint| Entry { touched: now, record: endpoint });
     let write = match (outcome, pin, fresh) {
         // Refresh an entry once half its timeout has passed, not on every request.

@@ -7,9 +7,23 @@
 //!
 //! Entries live in the profile's shared table, `timeout` after the last request of the session.
 
-use super::{parse_table_timeout, TableTimeout};
-use crate::config::reader::{Errors, Field};
+use super::client_ip;
+use super::table_backed::{self, TableTimeout};
+use crate::client_address::Granularity;
+use crate::config_reader::{Errors, Field};
+use crate::connections::Tracking;
+use crate::context::Context;
+use crate::endpoint::Endpoint;
+use crate::header_pairs::Headers;
+use crate::host::{Attribute, HostError, HttpStream};
+use crate::metrics::ProfileCounter;
+use crate::outcome::ServerDown;
+use crate::persistence::{Describe, Persistence, Requested, Responded, TableSpec};
+use crate::state::State;
 use crate::table::hash_key;
+
+/// Where `set_filter_state` (`object_key: tls.sid`) leaves the session id.
+const SESSION_ID: &str = "tls.sid";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeySource {
@@ -55,7 +69,7 @@ pub struct Settings {
 impl Default for Settings {
     /// Avi's System-Persistence-TLS: 5 minutes.
     fn default() -> Settings {
-        Settings { timeout: 5 * 60, key: KeySource::SessionId, fallback: Fallback::None, max_entries: super::client_ip::DEFAULT_MAX_ENTRIES }
+        Settings { timeout: 5 * 60, key: KeySource::SessionId, fallback: Fallback::None, max_entries: client_ip::DEFAULT_MAX_ENTRIES }
     }
 }
 
@@ -63,7 +77,7 @@ impl Settings {
     pub fn parse(section: Option<Field>, errors: &mut Errors) -> Settings {
         let mut settings = Settings::default();
         let Some(mut object) = section.and_then(|field| field.object(errors)) else { return settings };
-        settings.timeout = parse_table_timeout(&mut object, errors, TableTimeout { default_minutes: 5, min_minutes: 0, max_minutes: 720 });
+        settings.timeout = table_backed::parse_timeout(&mut object, errors, TableTimeout { default_minutes: 5, min_minutes: 0, max_minutes: 720 });
         let keys = [("session_id", KeySource::SessionId), ("peer_certificate", KeySource::PeerCertificate)];
         if let Some(key) = object.field("key").and_then(|f| f.choice(&keys, errors)) {
             settings.key = key;
@@ -92,10 +106,74 @@ pub fn certificate_key(digest: &[u8]) -> Option<u64> {
     (!digest.is_empty()).then(|| hash_key(&[b"tls-certificate", digest]))
 }
 
+impl Describe for Settings {
+    fn summary(&self) -> String {
+        format!("key {}, fallback {}, timeout {}s, {} entries", self.key.name(), self.fallback.name(), self.timeout, self.max_entries)
+    }
+
+    fn counters(&self) -> Vec<ProfileCounter> {
+        [&ProfileCounter::OUTCOMES[..], &ProfileCounter::TABLE, &[ProfileCounter::NoKey, ProfileCounter::FallbackClientIp]].concat()
+    }
+
+    fn table(&self) -> Option<TableSpec> {
+        Some(TableSpec { max_entries: self.max_entries, timeout: self.timeout, connection_aware: self.fallback == Fallback::ClientIp })
+    }
+
+    /// Clients that fall back to their address are tracked like a default client IP profile.
+    fn tracking(&self) -> Option<Tracking> {
+        (self.fallback == Fallback::ClientIp).then(|| Tracking { granularities: vec![Granularity::EXACT], max_timeout: self.timeout })
+    }
+}
+
+impl Persistence for Settings {
+    const TYPE: &'static str = "tls";
+    type Pending = table_backed::Pending;
+    type Writes = table_backed::Writes;
+
+    fn parse_section(section: Option<Field>, errors: &mut Errors, _path: &str) -> Option<Settings> {
+        Some(Settings::parse(section, errors))
+    }
+
+    fn on_request<H: HttpStream>(&self, cx: &mut Context<'_, H>, headers: &Headers) -> Result<Requested<Self::Pending>, HostError> {
+        if self.timeout == 0 {
+            return Ok(Requested::Skip { reason: "disabled" });
+        }
+        let key = match self.key {
+            KeySource::SessionId => cx.host.attribute(Attribute::FilterState(SESSION_ID)).ok().flatten().and_then(|v| session_key(&v)),
+            KeySource::PeerCertificate => cx.host.attribute(Attribute::PeerCertificateDigest).ok().flatten().and_then(|v| certificate_key(&v)),
+        };
+        if let Some(key) = key {
+            return table_backed::request(cx, key, self.timeout, false);
+        }
+        match self.fallback {
+            Fallback::None => {
+                cx.count(ProfileCounter::NoKey);
+                log::debug!("profile {}: no {} on this connection: load balancing", cx.name, self.key.name());
+                Ok(Requested::Skip { reason: "no_key" })
+            }
+            Fallback::ClientIp => {
+                cx.count(ProfileCounter::FallbackClientIp);
+                match client_ip::client_key(cx, headers, Granularity::EXACT) {
+                    Ok(key) => table_backed::request(cx, key, self.timeout, true),
+                    Err(reason) => Ok(Requested::Skip { reason }),
+                }
+            }
+        }
+    }
+
+    fn on_response(&self, pending: Self::Pending, upstream: Option<Endpoint>, server_down: ServerDown, _: &State) -> Responded<Self::Writes> {
+        table_backed::respond(pending, upstream, server_down)
+    }
+
+    fn write<H: HttpStream>(&self, cx: &mut Context<'_, H>, writes: Self::Writes) -> Result<(), HostError> {
+        table_backed::write(cx, writes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::reader::parse_section;
+    use crate::config_reader::parse_section;
     use serde_json::json;
 
     fn parse(section: serde_json::Value) -> Result<Settings, Vec<String>> {

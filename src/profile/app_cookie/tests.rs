@@ -1,5 +1,6 @@
 use super::*;
-use crate::config::reader::parse_section;
+use crate::config_reader::parse_section;
+use crate::keyring::Keyring;
 use crate::endpoint;
 use serde_json::json;
 
@@ -65,6 +66,12 @@ fn reads_what_the_backend_issued() {
     assert_eq!(issued("JSESSIONID", &[b"jsessionid=x".to_vec()]), None, "cookie names are case-sensitive");
 }
 
+/// The response of a table-mode request: its outcome (the rule of every table-backed type) and its writes.
+fn decide_table(key: Option<u64>, pin: Option<Entry<Endpoint>>, upstream: Option<Endpoint>, issued: Option<Issued>, mode: ServerDown, timeout: u32, now: u32) -> (Outcome, Vec<(u64, Write)>) {
+    let (outcome, write) = table_backed::decide(pin, upstream, mode, timeout, now);
+    (outcome, table_writes(key, write, upstream, issued, now))
+}
+
 #[test]
 fn table_mode_learns_issued_ids_and_moves_with_session_changes() {
     let (k_old, k_new) = (key(b"OLD"), key(b"NEW"));
@@ -90,7 +97,7 @@ fn table_mode_learns_issued_ids_and_moves_with_session_changes() {
 
 #[test]
 fn prefix_mode_seals_and_strips_so_the_backend_sees_its_own_value() {
-    let keys = Keyring::new(&[(1, [1; 32])], 1).unwrap();
+    let keys = Tokens::new(Keyring::new(&[(1, [1; 32])], 1).unwrap());
     let sealed = seal_set_cookie("JSESSIONID", &keys, b"JSESSIONID=AB12.node1; Path=/app; HttpOnly", server(3), 1000, [4; 12]).unwrap();
     let sealed = String::from_utf8(sealed).unwrap();
     assert!(sealed.ends_with(".AB12.node1; Path=/app; HttpOnly"), "{sealed}");
@@ -107,10 +114,10 @@ fn prefix_mode_seals_and_strips_so_the_backend_sees_its_own_value() {
 
 #[test]
 fn prefix_mode_leaves_application_values_alone_and_reports_bad_tokens() {
-    let keys = Keyring::new(&[(1, [1; 32])], 1).unwrap();
+    let keys = Tokens::new(Keyring::new(&[(1, [1; 32])], 1).unwrap());
     let (found, rewritten) = read_prefixed("JSESSIONID", &keys, &[b"JSESSIONID=AB12.node1".to_vec()]);
     assert_eq!((found, rewritten), (Prefixed::Absent, vec![None]), "a Tomcat jvmRoute is not a token");
-    let other = Keyring::new(&[(1, [2; 32])], 1).unwrap();
+    let other = Tokens::new(Keyring::new(&[(1, [2; 32])], 1).unwrap());
     let sealed = seal_set_cookie("JSESSIONID", &other, b"JSESSIONID=V", server(1), 1000, [4; 12]).unwrap();
     let (found, rewritten) = read_prefixed("JSESSIONID", &keys, &[sealed]);
     assert_eq!(found, Prefixed::Rejected(OpenError::Forged));

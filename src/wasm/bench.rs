@@ -12,14 +12,32 @@
 //! - `bench_learn_cookie` (`Ceiling` setting a cookie): the same, and adds a Set-Cookie header as
 //!   shaped like a real one: the cheapest first visit (minus sealing the token).
 
+use super::envoy::{SharedData, UPSTREAM_ADDRESS};
 use super::ffi::{self, Map};
-use super::store::SharedData;
+use crate::client_address::{client_key, Granularity};
 use crate::endpoint::Endpoint;
-use crate::profile::client_ip::{self, Settings};
+use crate::profile::client_ip::DEFAULT_MAX_ENTRIES;
 use crate::table::{Change, Entry, Table};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+const ROLES: [&str; 5] = ["persistence_bench", "bench_noop", "bench_copy", "bench_learn", "bench_learn_cookie"];
+
+/// The benchmark role a plugin's root id names, if any.
+pub fn role(root_id: &[u8]) -> Option<&'static str> {
+    ROLES.into_iter().find(|role| root_id == role.as_bytes())
+}
+
+pub fn context(role: &str) -> Box<dyn HttpContext> {
+    match role {
+        "bench_noop" => Box::new(Noop),
+        "bench_copy" => Box::new(CopyHeader),
+        "bench_learn" => Box::new(Ceiling { sets_cookie: false }),
+        "bench_learn_cookie" => Box::new(Ceiling { sets_cookie: true }),
+        _ => Box::new(TableDriver),
+    }
+}
 
 pub struct TableDriver;
 
@@ -42,7 +60,7 @@ impl HttpContext for CopyHeader {
 }
 
 pub struct Ceiling {
-    pub sets_cookie: bool,
+    sets_cookie: bool,
 }
 
 /// Shaped like the first-visit cookie of the shipped http-cookie.yaml to an IPv4 backend (a 71
@@ -58,7 +76,7 @@ impl HttpContext for Ceiling {
     }
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
-        let _ = ffi::property(&super::http::UPSTREAM_ADDRESS);
+        let _ = ffi::property(&UPSTREAM_ADDRESS);
         if self.sets_cookie {
             let _ = ffi::add_header(Map::ResponseHeaders, "set-cookie", FIRST_VISIT_COOKIE.as_bytes());
         }
@@ -67,12 +85,12 @@ impl HttpContext for Ceiling {
 }
 
 fn table() -> Table {
-    Table::new("persistence.bench", Settings::default().max_entries)
+    Table::new("persistence.bench", DEFAULT_MAX_ENTRIES)
 }
 
 /// The `i`th synthetic client (10.0.0.0/8 and up) and its key.
 fn key(i: u32) -> u64 {
-    client_ip::client_key(IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32.wrapping_add(i))), Settings::default().granularity())
+    client_key(IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32.wrapping_add(i))), Granularity::EXACT)
 }
 
 fn nanos() -> u64 {

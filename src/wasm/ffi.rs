@@ -3,6 +3,10 @@
 //! The SDK's `hostcalls` panic on statuses they do not expect (and `get_map_value` panics on
 //! non-UTF-8 header bytes); a panic kills the VM for every request on the worker. These wrappers
 //! never panic: whatever Envoy answers becomes an `Err(status)` the caller handles.
+//!
+//! `take` relies on how the SDK allocates the buffers Envoy returns (its exported
+//! `proxy_on_memory_allocate` makes a buffer of exactly the size asked): Cargo.toml pins the SDK
+//! version, so an upgrade gets a deliberate re-read of `take`.
 
 use std::ptr::{null, null_mut};
 
@@ -117,30 +121,14 @@ unsafe fn take(data: *mut u8, size: usize) -> Vec<u8> {
     }
 }
 
-/// A copy of a whole header map, read with one host call; lookups are by lowercase name.
-pub struct Headers {
-    serialized: Vec<u8>,
-}
-
-impl Headers {
-    pub fn read(map: Map) -> Result<Headers, Status> {
-        let mut data = null_mut();
-        let mut size = 0;
-        // SAFETY: out-pointers are valid locals; the buffer is taken only on Ok.
-        let serialized = unsafe {
-            check(proxy_get_header_map_pairs(map as u32, &mut data, &mut size))?;
-            take(data, size)
-        };
-        Ok(Headers { serialized })
-    }
-
-    /// Every value of header `name`, in order.
-    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        crate::header_pairs::decode(&self.serialized).filter(move |(key, _)| *key == name.as_bytes()).map(|(_, value)| value)
-    }
-
-    pub fn first(&self, name: &str) -> Option<&[u8]> {
-        crate::header_pairs::decode(&self.serialized).find(|(key, _)| *key == name.as_bytes()).map(|(_, value)| value)
+/// Every header of `map`, serialized (see `crate::header_pairs`), with one host call.
+pub fn header_pairs(map: Map) -> Result<Vec<u8>, Status> {
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: out-pointers are valid locals; the buffer is taken only on Ok.
+    unsafe {
+        check(proxy_get_header_map_pairs(map as u32, &mut data, &mut size))?;
+        Ok(take(data, size))
     }
 }
 

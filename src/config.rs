@@ -2,20 +2,19 @@
 //! turned into `Config` in one go. Either all of it is valid or Envoy rejects the plugin; every
 //! error names the field path and the rule.
 
-pub mod reader;
-
 use crate::client_address;
-use crate::keyring::KEY_LEN;
+use crate::config_reader::{quoted, ConfigError, Errors, Field};
+use crate::keyring::{Secret, KEY_LEN};
 use crate::profile::{self, Profile};
 use base64::Engine;
-use reader::{ConfigError, Errors, Field};
 
 pub const DEFAULT_OVERRIDE_HEADER: &str = "x-persistence-upstream";
 
 #[derive(Debug)]
 pub struct Config {
-    /// Configured keys (id, secret); empty means "generate one per Envoy process".
-    pub keys: Vec<(u8, [u8; KEY_LEN])>,
+    /// Configured keys (id, secret); empty means "generate one per Envoy process". Taken out once
+    /// the keyring is built (`crate::plugin`), so the raw bytes do not outlive configuration.
+    pub keys: Vec<(u8, Secret)>,
     /// The key new tokens are sealed with; set exactly when `keys` is not empty.
     pub primary_key_id: Option<u8>,
     /// The request header Envoy's stateful_session filter reads (header mode).
@@ -45,6 +44,22 @@ impl Config {
     /// by `default_profile` or `routes` (route metadata is only seen per request).
     pub fn in_use(&self, index: usize) -> bool {
         self.profiles.get(index).is_some_and(|p| !p.builtin) || self.default_profile == Some(index) || self.routes.iter().any(|(_, i)| *i == index)
+    }
+
+    /// The startup log line: every profile with the settings that matter, and the top level.
+    pub fn summary(&self) -> String {
+        let profiles: Vec<String> = self.profiles.iter().map(Profile::summary).collect();
+        let default = self.default_profile.and_then(|i| self.profiles.get(i)).map_or("none", |p| p.name.as_str());
+        let header = if self.override_header == DEFAULT_OVERRIDE_HEADER { "" } else { " (not the default: stateful_session must use the same name)" };
+        format!(
+            "configured {} profile(s): {}; default profile: {default}; {} route mapping(s); override header {}{header}; {} key(s); client address {}",
+            self.profiles.len(),
+            profiles.join("; "),
+            self.routes.len(),
+            self.override_header,
+            self.keys.len().max(1),
+            self.client_address.name(),
+        )
     }
 
     pub fn parse(text: &[u8]) -> Result<Config, Vec<ConfigError>> {
@@ -113,7 +128,7 @@ fn read(root: Field, errors: &mut Errors) -> Option<Config> {
             let path = item.path.clone();
             if let Some(profile) = profile::parse(item, errors) {
                 if profiles.iter().any(|p| p.name == profile.name) {
-                    errors.add(&format!("{path}.name"), format!("{} is defined twice", crate::config::reader::quoted(&profile.name)));
+                    errors.add(&format!("{path}.name"), format!("{} is defined twice", quoted(&profile.name)));
                 } else {
                     profiles.push(profile);
                 }
@@ -129,7 +144,7 @@ fn read(root: Field, errors: &mut Errors) -> Option<Config> {
         let name = field.string(errors)?;
         let index = profiles.iter().position(|p| p.name == name);
         if index.is_none() {
-            errors.add(&field.path, format!("names profile {}, which is not defined", crate::config::reader::quoted(name)));
+            errors.add(&field.path, format!("names profile {}, which is not defined", quoted(name)));
         }
         index
     };
@@ -153,8 +168,8 @@ fn read(root: Field, errors: &mut Errors) -> Option<Config> {
     Some(Config { keys, primary_key_id, override_header, decision_header, profiles, default_profile, routes, client_address })
 }
 
-fn read_keys(field: Field, errors: &mut Errors) -> Vec<(u8, [u8; KEY_LEN])> {
-    let mut keys: Vec<(u8, [u8; KEY_LEN])> = Vec::new();
+fn read_keys(field: Field, errors: &mut Errors) -> Vec<(u8, Secret)> {
+    let mut keys: Vec<(u8, Secret)> = Vec::new();
     for item in field.array(errors).unwrap_or_default() {
         let Some(mut object) = item.object(errors) else { continue };
         let id = match object.field("id") {
@@ -195,7 +210,7 @@ fn read_keys(field: Field, errors: &mut Errors) -> Vec<(u8, [u8; KEY_LEN])> {
         };
         object.finish(errors, |_| None);
         if let (Some(id), Some(secret)) = (id, secret) {
-            keys.push((id, secret));
+            keys.push((id, Secret(secret)));
         }
     }
     keys

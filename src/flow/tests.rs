@@ -1,0 +1,449 @@
+//! The request flow of every profile type, through request and response, on the fake host: what
+//! is pinned, which headers are written and removed, what is counted, and the one access-log
+//! record of every request that selected a profile. Real Envoy proves the same in `tests/`.
+
+use super::*;
+use crate::host::fake::FakeHost;
+use crate::keyring::Keyring;
+use crate::token::{self, Claims, Purpose};
+use serde_json::{json, Value};
+
+const A: &str = "10.0.0.1:8080";
+const B: &str = "10.0.0.2:8080";
+const CLIENT: &str = "10.9.9.9:40000";
+/// base64 of 32 bytes of 1.
+const SECRET: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+const NOW: u64 = 1_800_000_000;
+
+/// One profile of each kind, selected by route name (the route names are the profile names).
+fn config() -> Value {
+    json!({
+        "keys": [{"id": 1, "secret": SECRET}],
+        "decision_header": "x-decision",
+        "routes": {"web": "web", "never": "never", "idle": "idle", "ip": "ip", "ip-off": "ip-off", "app": "app", "prefix": "prefix",
+                   "tenant": "tenant", "tls": "tls", "tls-ip": "tls-ip", "mesh": "mesh"},
+        "profiles": [
+            {"name": "web", "type": "http_cookie", "http_cookie": {"timeout_minutes": 720}},
+            {"name": "never", "type": "http_cookie", "server_down": "never"},
+            {"name": "idle", "type": "http_cookie", "http_cookie": {"idle_timeout_minutes": 10}},
+            {"name": "ip", "type": "client_ip", "client_ip": {"timeout_minutes": 5}},
+            {"name": "ip-off", "type": "client_ip", "client_ip": {"timeout_minutes": 0}},
+            {"name": "app", "type": "app_cookie", "app_cookie": {"name": "JSESSIONID"}},
+            {"name": "prefix", "type": "app_cookie", "app_cookie": {"name": "JSESSIONID", "mode": "prefix"}},
+            {"name": "tenant", "type": "http_header", "http_header": {"name": "x-tenant", "servers": [{"address": A, "values": ["acme"]}]}},
+            {"name": "tls", "type": "tls"},
+            {"name": "tls-ip", "type": "tls", "tls": {"fallback": "client_ip"}},
+            {"name": "mesh", "type": "tls", "tls": {"key": "peer_certificate"}}
+        ]
+    })
+}
+
+struct Fixture {
+    host: FakeHost,
+    plugin: Rc<Plugin>,
+}
+
+impl Fixture {
+    fn new(config: Value) -> Fixture {
+        let host = FakeHost::default();
+        host.now.set(NOW);
+        let plugin = Plugin::configure(config.to_string().as_bytes(), &host).expect("a valid configuration");
+        Fixture { host, plugin: Rc::new(plugin) }
+    }
+
+    /// The request phase of a request from `source` on route `route` (empty: no route name).
+    fn request_from(&mut self, source: &str, route: &str, headers: &[(&str, &str)]) -> Stream {
+        self.host.request(source, headers);
+        if !route.is_empty() {
+            self.host.attribute("route_name", route);
+        }
+        let mut stream = Stream::new(Some(self.plugin.clone()));
+        stream.on_request_headers(&mut self.host);
+        stream
+    }
+
+    fn request(&mut self, route: &str, headers: &[(&str, &str)]) -> Stream {
+        self.request_from(CLIENT, route, headers)
+    }
+
+    fn respond(&mut self, stream: &mut Stream, upstream: Option<&str>, headers: &[(&str, &str)]) {
+        self.host.respond(upstream, headers);
+        stream.on_response_headers(&mut self.host);
+    }
+
+    /// Both phases; the request's one record.
+    fn exchange(&mut self, route: &str, headers: &[(&str, &str)], upstream: Option<&str>, response: &[(&str, &str)]) -> String {
+        let mut stream = self.request(route, headers);
+        self.respond(&mut stream, upstream, response);
+        self.only_record()
+    }
+
+    fn only_record(&self) -> String {
+        assert_eq!(self.host.records.len(), 1, "exactly one record per request: {:?}", self.host.records);
+        self.host.records[0].clone()
+    }
+
+    fn pinned(&self) -> Option<String> {
+        self.host.pinned.as_ref().map(|(endpoint, header)| {
+            assert_eq!(header, "x-persistence-upstream");
+            endpoint.to_string()
+        })
+    }
+
+    fn stat(&self, name: &str) -> i64 {
+        self.host.stat(&format!("persistence.{name}"))
+    }
+
+    /// The value of the cookie a Set-Cookie header sets (`NAME=value`).
+    fn set_cookie(&self) -> Option<String> {
+        let values = self.host.response_header_values("set-cookie");
+        assert!(values.len() <= 1, "{values:?}");
+        values.first().map(|v| v.split(';').next().unwrap_or_default().to_string())
+    }
+}
+
+fn sealed(id: u8, secret: u8, claims: Claims) -> String {
+    let keyring = Keyring::new(&[(id, [secret; 32])], id).unwrap();
+    format!("AVI_COOKIE={}", token::seal(&keyring, Purpose::HttpCookie, "AVI_COOKIE", &claims, [7; 12]).unwrap())
+}
+
+fn claims(server: &str) -> Claims {
+    Claims { endpoint: server.parse().unwrap(), issued_at: NOW, expires_at: None }
+}
+
+#[test]
+fn http_cookie_first_visit_returning_client_and_server_changes() {
+    let mut f = Fixture::new(config());
+    // First visit: balanced, the server Envoy chose is sealed into a new cookie.
+    let record = f.exchange("web", &[("cookie", "a=1")], Some(A), &[]);
+    assert_eq!(record, format!("profile=web type=http_cookie outcome=new server={A}"));
+    assert_eq!(f.pinned(), None);
+    let cookie = f.set_cookie().expect("a cookie for the first visit");
+    assert!(f.host.response_header("set-cookie").unwrap().contains("Max-Age=43200"));
+    assert_eq!(f.stat("web.new"), 1);
+
+    // Returning: pinned; our cookie never reaches the backend, the others do byte for byte.
+    let mut stream = f.request("web", &[("cookie", &format!("a=1; {cookie}; b=2"))]);
+    assert_eq!(f.pinned().as_deref(), Some(A));
+    assert_eq!(f.host.request_header("cookie").as_deref(), Some("a=1; b=2"));
+    assert_eq!(f.host.request_header("x-decision"), Some(format!("profile=web type=http_cookie decision=pin server={A}")));
+    f.host.response_headers.push(("x-persistence-upstream".into(), b"c2VydmVy".to_vec()));
+    f.respond(&mut stream, Some(A), &[]);
+    assert_eq!(f.only_record(), format!("profile=web type=http_cookie outcome=pinned server={A}"));
+    assert_eq!(f.set_cookie(), None, "no cookie while nothing changes");
+    assert_eq!(f.stat("web.pinned"), 1);
+
+    // The pinned host was down (immediate): Envoy chose B; the cookie moves and
+    // stateful_session's response header is hidden.
+    let mut stream = f.request("web", &[("cookie", &cookie)]);
+    f.respond(&mut stream, Some(B), &[("x-persistence-upstream", "QjpCOkI=")]);
+    assert_eq!(f.only_record(), format!("profile=web type=http_cookie outcome=repicked server={B}"));
+    assert_eq!(f.host.response_header("x-persistence-upstream"), None);
+    let moved = f.set_cookie().expect("a cookie for the new server");
+    assert_ne!(moved, cookie);
+    assert_eq!(f.stat("web.repicked"), 1);
+
+    // Envoy answered itself (no healthy host): nothing to persist.
+    let record = f.exchange("web", &[("cookie", &moved)], None, &[]);
+    assert_eq!(record, "profile=web type=http_cookie outcome=no_upstream server=-");
+    assert_eq!(f.set_cookie(), None);
+    assert_eq!(f.stat("web.no_upstream"), 1);
+}
+
+#[test]
+fn http_cookie_server_down_never_keeps_the_cookie() {
+    let mut f = Fixture::new(config());
+    let cookie = sealed(1, 1, claims(A));
+    let record = f.exchange("never", &[("cookie", &cookie)], Some(B), &[]);
+    assert_eq!(record, format!("profile=never type=http_cookie outcome=kept server={B}"));
+    assert_eq!(f.set_cookie(), None);
+    assert_eq!(f.stat("never.kept"), 1);
+}
+
+#[test]
+fn every_rejected_cookie_is_balanced_counted_recorded_and_replaced() {
+    let mut f = Fixture::new(config());
+    let cases = [
+        ("web", "AVI_COOKIE=junk".to_string(), "malformed"),
+        ("web", sealed(9, 1, claims(A)), "unknown_key"),
+        ("web", sealed(1, 2, claims(A)), "forged"),
+        ("web", sealed(1, 1, Claims { expires_at: Some(NOW - 1), ..claims(A) }), "expired"),
+        ("idle", sealed(1, 1, Claims { issued_at: NOW - 601, ..claims(A) }), "idle"),
+    ];
+    for (route, cookie, reason) in cases {
+        let mut stream = f.request(route, &[("cookie", &cookie)]);
+        assert_eq!(f.pinned(), None, "{reason}");
+        assert_eq!(f.host.request_header("cookie"), None, "{reason}: the rejected cookie does not reach the backend");
+        assert!(f.host.request_header("x-decision").unwrap().ends_with(&format!("decision=balance rejected={reason}")));
+        f.respond(&mut stream, Some(B), &[]);
+        assert_eq!(f.only_record(), format!("profile={route} type=http_cookie outcome=rejected:{reason} server={B}"));
+        assert!(f.set_cookie().is_some(), "{reason}: a fresh cookie");
+        assert_eq!(f.stat(&format!("{route}.rejected.{reason}")), 1);
+    }
+}
+
+#[test]
+fn a_returning_cookie_costs_exactly_these_host_calls() {
+    let mut f = Fixture::new(json!({"keys": [{"id": 1, "secret": SECRET}], "default_profile": "web",
+                                     "profiles": [{"name": "web", "type": "http_cookie"}]}));
+    let cookie = sealed(1, 1, claims(A));
+    let mut stream = f.request("", &[("cookie", &cookie)]);
+    let calls = f.host.calls.borrow().clone();
+    assert_eq!(calls, ["request_headers", "attribute:route_profile", "now", "remove_request_header:cookie", "pin"]);
+    f.respond(&mut stream, Some(A), &[]);
+    let calls = f.host.calls.borrow().clone();
+    assert_eq!(&calls[5..], ["attribute:upstream.address", "record"]);
+}
+
+#[test]
+fn a_route_without_a_profile_only_strips_and_selects() {
+    let mut f = Fixture::new(json!({"profiles": [{"name": "web", "type": "http_cookie"}]}));
+    let mut stream = f.request("", &[("x-persistence-upstream", "c3B\u{6f}b2Y=")]);
+    f.respond(&mut stream, Some(A), &[("x-persistence-upstream", "x")]);
+    let calls = f.host.calls.borrow().clone();
+    assert_eq!(
+        calls,
+        ["request_headers", "remove_request_header:x-persistence-upstream", "attribute:route_profile", "remove_response_header:x-persistence-upstream"]
+    );
+    assert!(f.host.records.is_empty(), "no profile, no record");
+    assert_eq!(f.host.request_header("x-persistence-upstream"), None);
+    assert_eq!(f.stat("override_header_removed"), 1);
+}
+
+#[test]
+fn client_ip_records_new_clients_and_pins_them_until_they_move() {
+    let mut f = Fixture::new(config());
+    let record = f.exchange("ip", &[], Some(A), &[]);
+    assert_eq!(record, format!("profile=ip type=client_ip outcome=new server={A}"));
+    assert_eq!(f.stat("ip.entries"), 1);
+    let mut stream = f.request("ip", &[]);
+    assert_eq!(f.pinned().as_deref(), Some(A));
+    f.respond(&mut stream, Some(A), &[]);
+    assert_eq!(f.only_record(), format!("profile=ip type=client_ip outcome=pinned server={A}"));
+    // Another client is another key.
+    f.request_from("10.9.9.10:1234", "ip", &[]);
+    assert_eq!(f.pinned(), None);
+    // The server went down: the entry moves with the client.
+    let record = f.exchange("ip", &[], Some(B), &[]);
+    assert_eq!(record, format!("profile=ip type=client_ip outcome=repicked server={B}"));
+    f.request("ip", &[]);
+    assert_eq!(f.pinned().as_deref(), Some(B));
+    assert_eq!((f.stat("ip.new"), f.stat("ip.pinned"), f.stat("ip.repicked")), (1, 1, 1));
+}
+
+#[test]
+fn client_ip_without_persistence_still_records_why() {
+    let mut f = Fixture::new(config());
+    f.request("ip-off", &[]);
+    assert_eq!(f.only_record(), "profile=ip-off type=client_ip decision=balance reason=disabled");
+    assert_eq!(f.host.called("now"), 0, "a disabled profile reads nothing");
+    f.request_from("unix:/var/run/socket", "ip", &[]);
+    assert_eq!(f.only_record(), "profile=ip type=client_ip decision=balance reason=no_client_address");
+    assert_eq!(f.host.request_header("x-decision").as_deref(), Some("profile=ip type=client_ip decision=balance reason=no_client_address"));
+}
+
+#[test]
+fn a_client_written_address_is_refused_and_a_trusted_one_used() {
+    let mut f = Fixture::new(config());
+    // use_remote_address: false: Envoy took the last X-Forwarded-For entry (port 0).
+    f.request_from("10.1.1.1:0", "ip", &[("x-forwarded-for", "10.1.1.1")]);
+    assert_eq!(f.pinned(), None);
+    assert_eq!(f.only_record(), "profile=ip type=client_ip decision=balance reason=untrusted_client_address");
+    assert_eq!(f.stat("untrusted_client_address"), 1);
+    assert!(f.plugin.state.warned.untrusted_client_address.get());
+    // One trusted hop: Envoy appended the peer, the client is the entry before it.
+    let record = {
+        let mut stream = f.request_from("10.1.1.1:0", "ip", &[("x-forwarded-for", "10.1.1.1,192.0.2.7")]);
+        f.respond(&mut stream, Some(A), &[]);
+        f.only_record()
+    };
+    assert_eq!(record, format!("profile=ip type=client_ip outcome=new server={A}"));
+    f.request_from("10.1.1.1:4000", "ip", &[]);
+    assert_eq!(f.pinned().as_deref(), Some(A), "the forwarded client's entry is its address's entry");
+}
+
+#[test]
+fn client_address_peer_uses_the_connection_or_refuses() {
+    let mut config = config();
+    config["client_address"] = json!("peer");
+    let mut f = Fixture::new(config);
+    f.exchange("ip", &[], Some(A), &[]);
+    // Envoy took 10.7.7.7 from X-Forwarded-For; the connection's peer is CLIENT.
+    f.host.request("10.7.7.7:0", &[("x-forwarded-for", "10.7.7.7")]);
+    f.host.attribute("route_name", "ip");
+    f.host.attribute("filter_state.persistence.peer", CLIENT);
+    Stream::new(Some(f.plugin.clone())).on_request_headers(&mut f.host);
+    assert_eq!(f.pinned().as_deref(), Some(A), "keyed on the connection, not the forwarded address");
+    f.request_from("10.7.7.7:0", "ip", &[("x-forwarded-for", "10.7.7.7")]);
+    assert_eq!(f.only_record(), "profile=ip type=client_ip decision=balance reason=no_peer_address");
+    assert_eq!(f.stat("no_peer_address"), 1);
+}
+
+#[test]
+fn app_cookie_table_learns_from_the_backend_and_follows_the_session() {
+    let mut f = Fixture::new(config());
+    let mut stream = f.request("app", &[(":path", "/login")]);
+    assert!(f.host.request_header("x-decision").unwrap().ends_with("decision=balance reason=no_session"));
+    f.respond(&mut stream, Some(A), &[("set-cookie", "JSESSIONID=S1; Path=/")]);
+    assert_eq!(f.only_record(), format!("profile=app type=app_cookie outcome=new server={A}"));
+    assert_eq!(f.stat("app.learned"), 1);
+    assert_eq!(f.host.response_header("set-cookie").as_deref(), Some("JSESSIONID=S1; Path=/"), "the backend's cookie is untouched");
+    // The session id in the cookie, in the query, in a path parameter: all pinned.
+    for (path, cookie) in [("/cart", "JSESSIONID=S1"), ("/cart?JSESSIONID=S1", ""), ("/cart;jsessionid=S1", "")] {
+        let headers: Vec<(&str, &str)> = [(":path", path), ("cookie", cookie)].into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        let mut stream = f.request("app", &headers);
+        assert_eq!(f.pinned().as_deref(), Some(A), "{path} {cookie}");
+        f.respond(&mut stream, Some(A), &[]);
+        assert_eq!(f.only_record(), format!("profile=app type=app_cookie outcome=pinned server={A}"));
+    }
+    // Logout deletes the id: the next request with it is new.
+    f.exchange("app", &[("cookie", "JSESSIONID=S1")], Some(A), &[("set-cookie", "JSESSIONID=; Max-Age=0")]);
+    f.request("app", &[("cookie", "JSESSIONID=S1")]);
+    assert_eq!(f.pinned(), None);
+}
+
+#[test]
+fn app_cookie_prefix_seals_the_backend_cookie_and_hides_the_seal_from_it() {
+    let mut f = Fixture::new(config());
+    let mut stream = f.request("prefix", &[]);
+    f.respond(&mut stream, Some(A), &[("set-cookie", "JSESSIONID=AB12.node1; Path=/; HttpOnly"), ("set-cookie", "other=1")]);
+    assert_eq!(f.only_record(), format!("profile=prefix type=app_cookie outcome=new server={A}"));
+    let set_cookies = f.host.response_header_values("set-cookie");
+    assert_eq!(set_cookies.len(), 2);
+    let sealed = set_cookies[0].split(';').next().unwrap().to_string();
+    assert!(sealed.starts_with("JSESSIONID=") && sealed.ends_with(".AB12.node1"), "{sealed}");
+    assert_eq!(set_cookies[1], "other=1");
+    let mut stream = f.request("prefix", &[("cookie", &sealed)]);
+    assert_eq!(f.pinned().as_deref(), Some(A));
+    assert_eq!(f.host.request_header("cookie").as_deref(), Some("JSESSIONID=AB12.node1"), "the backend sees its own value");
+    f.respond(&mut stream, Some(A), &[]);
+    assert_eq!(f.only_record(), format!("profile=prefix type=app_cookie outcome=pinned server={A}"));
+    // Moved (immediate) without a new cookie from the backend: the client's value is re-sealed.
+    let mut stream = f.request("prefix", &[("cookie", &sealed)]);
+    f.respond(&mut stream, Some(B), &[]);
+    assert_eq!(f.only_record(), format!("profile=prefix type=app_cookie outcome=repicked server={B}"));
+    assert!(f.set_cookie().unwrap().ends_with(".AB12.node1"));
+    // A seal from elsewhere is rejected, counted, and stripped all the same.
+    let foreign = format!(
+        "JSESSIONID={}.V",
+        token::seal(&Keyring::new(&[(1, [2; 32])], 1).unwrap(), Purpose::AppCookiePrefix, "JSESSIONID", &claims(A), [1; 12]).unwrap()
+    );
+    let record = f.exchange("prefix", &[("cookie", &foreign)], Some(B), &[]);
+    assert_eq!(record, format!("profile=prefix type=app_cookie outcome=rejected:forged server={B}"));
+    assert_eq!(f.host.request_header("cookie").as_deref(), Some("JSESSIONID=V"));
+    assert_eq!(f.stat("prefix.rejected.forged"), 1);
+}
+
+#[test]
+fn http_header_pins_assigned_values_and_records_the_rest() {
+    let mut f = Fixture::new(config());
+    let mut stream = f.request("tenant", &[("x-tenant", "acme")]);
+    assert_eq!(f.pinned().as_deref(), Some(A));
+    f.respond(&mut stream, Some(A), &[]);
+    assert_eq!(f.only_record(), format!("profile=tenant type=http_header outcome=pinned server={A}"));
+    let record = f.exchange("tenant", &[("x-tenant", "acme")], Some(B), &[]);
+    assert_eq!(record, format!("profile=tenant type=http_header outcome=repicked server={B}"));
+    f.request("tenant", &[]);
+    assert_eq!(f.only_record(), "profile=tenant type=http_header decision=balance reason=header_missing");
+    f.request("tenant", &[("x-tenant", "other")]);
+    assert_eq!(f.only_record(), "profile=tenant type=http_header decision=balance reason=header_unmatched");
+    assert_eq!((f.stat("tenant.header_missing"), f.stat("tenant.header_unmatched")), (1, 1));
+    assert!(!f.host.stat_defined("persistence.tenant.new"), "a header profile never makes a new pin");
+}
+
+#[test]
+fn tls_persists_on_the_session_or_certificate_and_falls_back_as_configured() {
+    let mut f = Fixture::new(config());
+    let session = |f: &mut Fixture, route: &str, key: (&str, &str), upstream| {
+        f.host.request(CLIENT, &[]);
+        f.host.attribute("route_name", route);
+        f.host.attribute(key.0, key.1);
+        let mut stream = Stream::new(Some(f.plugin.clone()));
+        stream.on_request_headers(&mut f.host);
+        let pinned = f.pinned();
+        f.respond(&mut stream, upstream, &[]);
+        (pinned, f.only_record())
+    };
+    assert_eq!(session(&mut f, "tls", ("filter_state.tls.sid", "ab12"), Some(A)).1, format!("profile=tls type=tls outcome=new server={A}"));
+    assert_eq!(session(&mut f, "tls", ("filter_state.tls.sid", "ab12"), Some(A)).0.as_deref(), Some(A));
+    assert_eq!(session(&mut f, "mesh", ("peer_certificate", "d1g357"), Some(B)).1, format!("profile=mesh type=tls outcome=new server={B}"));
+    assert_eq!(session(&mut f, "mesh", ("peer_certificate", "d1g357"), Some(B)).0.as_deref(), Some(B));
+    // No session id ("-" when Envoy has none): load balanced, or keyed by address.
+    f.host.request(CLIENT, &[]);
+    f.host.attribute("route_name", "tls");
+    f.host.attribute("filter_state.tls.sid", "-");
+    Stream::new(Some(f.plugin.clone())).on_request_headers(&mut f.host);
+    assert_eq!(f.only_record(), "profile=tls type=tls decision=balance reason=no_key");
+    assert_eq!(f.stat("tls.no_key"), 1);
+    let record = f.exchange("tls-ip", &[], Some(A), &[]);
+    assert_eq!(record, format!("profile=tls-ip type=tls outcome=new server={A}"));
+    f.request("tls-ip", &[]);
+    assert_eq!(f.pinned().as_deref(), Some(A), "the client's address keys the fallback");
+    assert_eq!(f.stat("tls-ip.fallback_client_ip"), 2);
+}
+
+#[test]
+fn a_spoofed_override_header_is_removed_on_every_profile_type() {
+    let mut f = Fixture::new(config());
+    let routes = ["web", "ip", "ip-off", "app", "prefix", "tenant", "tls", "tls-ip", "mesh", ""];
+    for route in routes {
+        f.request(route, &[("x-persistence-upstream", "MTAuMC4wLjk6ODA="), ("x-decision", "forged"), ("x-tenant", "acme")]);
+        assert_ne!(f.host.request_header("x-persistence-upstream").as_deref(), Some("MTAuMC4wLjk6ODA="), "{route}");
+        assert_ne!(f.host.request_header("x-decision").as_deref(), Some("forged"), "{route}");
+    }
+    assert_eq!(f.stat("override_header_removed"), routes.len() as i64);
+}
+
+#[test]
+fn without_a_configuration_only_the_override_header_is_removed() {
+    let mut host = FakeHost::default();
+    host.request(CLIENT, &[("x-persistence-upstream", "x")]);
+    let mut stream = Stream::new(None);
+    stream.on_request_headers(&mut host);
+    stream.on_response_headers(&mut host);
+    assert_eq!(host.calls.borrow().as_slice(), ["remove_request_header:x-persistence-upstream"]);
+}
+
+#[test]
+fn profiles_are_selected_by_route_metadata_then_route_name_then_default() {
+    let mut config = config();
+    config["default_profile"] = json!("tenant");
+    let mut f = Fixture::new(config);
+    f.host.request(CLIENT, &[("x-tenant", "acme")]);
+    f.host.attribute("route_profile", "ip");
+    f.host.attribute("route_name", "web");
+    Stream::new(Some(f.plugin.clone())).on_request_headers(&mut f.host);
+    assert_eq!(f.host.called("attribute:route_name"), 0, "metadata wins");
+    f.request("web", &[]);
+    assert!(f.host.request_header("x-decision").unwrap().starts_with("profile=web "));
+    f.request("no-such-route", &[("x-tenant", "acme")]);
+    assert_eq!(f.pinned().as_deref(), Some(A), "the default profile");
+    f.host.request(CLIENT, &[]);
+    f.host.attribute("route_profile", "nope");
+    Stream::new(Some(f.plugin.clone())).on_request_headers(&mut f.host);
+    assert!(f.host.records.is_empty());
+    assert_eq!(f.stat("unknown_profile"), 1);
+}
+
+#[test]
+fn host_errors_mean_no_persistence_counted_and_recorded() {
+    let mut f = Fixture::new(config());
+    f.host.failing = vec!["pin"];
+    f.request("tenant", &[("x-tenant", "acme")]);
+    assert_eq!(f.only_record(), "profile=tenant type=http_header decision=balance reason=host_error");
+    f.host.failing = vec!["request_headers"];
+    f.request("tenant", &[("x-persistence-upstream", "x")]);
+    assert!(f.host.records.is_empty(), "nothing selected yet");
+    assert_eq!(f.host.called("remove_request_header:x-persistence-upstream"), 1, "the override header is removed all the same");
+    f.host.failing = vec!["attribute:source.address"];
+    f.request("ip", &[]);
+    assert_eq!(f.only_record(), "profile=ip type=client_ip decision=balance reason=no_client_address");
+    assert_eq!(f.stat("host_errors"), 2);
+    // No randomness: nothing sealed, counted.
+    f.host.failing.clear();
+    f.host.random.set(false);
+    let record = f.exchange("web", &[], Some(A), &[]);
+    assert_eq!(record, format!("profile=web type=http_cookie outcome=new server={A}"));
+    assert_eq!(f.set_cookie(), None);
+    assert_eq!(f.stat("host_errors"), 3);
+}
