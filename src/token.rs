@@ -406,5 +406,45 @@ mod tests {
         assert_eq!(opened.claims, claims("10.1.2.3:8080"));
     }
 
+    /// tests/vectors/token_v1.json: frozen valid and invalid tokens (see its "about").
+    #[test]
+    fn frozen_v1_vectors_seal_and_open_exactly_as_recorded() {
+        let vectors: serde_json::Value = serde_json::from_str(include_str!("../tests/vectors/token_v1.json")).unwrap();
+        let purpose = |v: &serde_json::Value| match v.as_str() {
+            Some("http_cookie") => Purpose::HttpCookie,
+            Some("app_cookie_prefix") => Purpose::AppCookiePrefix,
+            other => panic!("purpose {other:?}"),
+        };
+        let valid = vectors["valid"].as_array().unwrap();
+        for v in valid {
+            let id = v["key_id"].as_u64().unwrap() as u8;
+            let keys = ring(&[(id, v["key_fill"].as_u64().unwrap() as u8)], id);
+            let claims = Claims {
+                endpoint: endpoint::parse(v["endpoint"].as_str().unwrap()).unwrap(),
+                issued_at: v["issued_at"].as_u64().unwrap(),
+                expires_at: v["expires_at"].as_u64(),
+            };
+            let hex = v["nonce_hex"].as_str().unwrap();
+            let nonce: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+            let (purpose, name, token) = (purpose(&v["purpose"]), v["name"].as_str().unwrap(), v["token"].as_str().unwrap());
+            assert_eq!(seal(&keys, purpose, name, &claims, nonce.try_into().unwrap()).unwrap(), token, "{v}");
+            assert_eq!(open(&keys, purpose, name, token.as_bytes()), Ok(Opened { claims, key_id: id }), "{v}");
+        }
+        let first = &valid[0];
+        for v in vectors["invalid"].as_array().unwrap() {
+            let field = |name: &str| if v.get(name).is_some() { &v[name] } else { &first[name] };
+            let id = first["key_id"].as_u64().unwrap() as u8;
+            let keys = ring(&[(id, field("key_fill").as_u64().unwrap() as u8)], id);
+            let error = match v["error"].as_str().unwrap() {
+                "malformed" => OpenError::Malformed,
+                "unknown_key" => OpenError::UnknownKey,
+                "forged" => OpenError::Forged,
+                other => panic!("error {other}"),
+            };
+            let token = v["token"].as_str().unwrap();
+            assert_eq!(open(&keys, purpose(field("purpose")), field("name").as_str().unwrap(), token.as_bytes()), Err(error), "{v}");
+        }
+    }
+
     const RECORDED_V1: &str = "AQEHBwcHBwcHBwcHBwd44l2s3rig-yNU7DC2EVy88VAOP_7K2HAWLStZ3jR-_l6iY06AzLA";
 }
