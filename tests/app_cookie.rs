@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{get, test_secret, Backend, Envoy, EnvoyConfig, Jar};
+use common::{backend_of, get, named, test_secret, Backend, Envoy, EnvoyConfig, Jar};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -15,17 +15,8 @@ fn setup(file: &str, edit: impl Fn(&mut Value)) -> (Vec<Backend>, Envoy) {
     (backends, Envoy::start(&config))
 }
 
-fn backend_of(response: &common::http::Response) -> String {
-    assert_eq!(response.status, 200, "{response:?}");
-    response.header("x-backend").unwrap().to_string()
-}
-
 fn session_of(response: &common::http::Response) -> String {
     response.header("x-session").unwrap().to_string()
-}
-
-fn named<'a>(backends: &'a [Backend], name: &str) -> &'a Backend {
-    backends.iter().find(|b| b.name == name).unwrap()
 }
 
 fn with_key(plugin: &mut Value) {
@@ -118,12 +109,13 @@ fn a_new_session_id_moves_the_mapping() {
 
 #[test]
 fn idle_sessions_are_forgotten_after_the_timeout() {
-    let (_backends, envoy) = setup("app-cookie.yaml", |p| {
-        let section = &mut p["profiles"][0]["app_cookie"];
+    let backends = Backend::servlets(3);
+    let config = EnvoyConfig::load("app-cookie.yaml").backends("app", &backends).fast_health_checks().profile_settings(|section| {
         section.as_object_mut().unwrap().remove("timeout_minutes");
         section["timeout_seconds"] = json!(2);
         section["max_entries"] = json!(256);
     });
+    let envoy = Envoy::start(&config);
     let mut jar = Jar::default();
     jar.get_from(envoy.addr(), "/");
     // Used within the timeout, the session is kept (and refreshed without a write per request).
@@ -143,11 +135,7 @@ fn idle_sessions_are_forgotten_after_the_timeout() {
 #[test]
 fn server_down_never_keeps_sessions_on_their_server() {
     let backends = Backend::servlets(3);
-    let mut config = EnvoyConfig::load("app-cookie.yaml").backends("app", &backends).fast_health_checks().plugin(|p| {
-        p["profiles"][0]["server_down"] = json!("never");
-    });
-    config.cluster_mut("app")["common_lb_config"]["override_host_status"]["statuses"] =
-        json!(["UNKNOWN", "HEALTHY", "DEGRADED", "UNHEALTHY", "DRAINING", "TIMEOUT"]);
+    let config = EnvoyConfig::load("app-cookie.yaml").backends("app", &backends).fast_health_checks().server_down_never("app");
     let envoy = Envoy::start(&config);
     let mut jar = Jar::default();
     let server = backend_of(&jar.get_from(envoy.addr(), "/"));

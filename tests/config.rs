@@ -95,12 +95,7 @@ fn a_route_with_the_filter_disabled_gets_no_persistence() {
 fn route_metadata_naming_an_unknown_profile_is_counted_and_logged_once() {
     let backends = Backend::start_many(3);
     let mut config = EnvoyConfig::load("http-cookie.yaml").backends("app", &backends).fast_health_checks();
-    let routes = config.value["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]
-        ["routes"]
-        .as_array_mut()
-        .unwrap();
-    let shop = routes.iter_mut().find(|r| r["name"] == "shop").unwrap();
-    shop["metadata"]["filter_metadata"]["persistence"]["profile"] = json!("shopp");
+    config.route_mut("main", "shop")["metadata"]["filter_metadata"]["persistence"]["profile"] = json!("shopp");
     let envoy = Envoy::start(&config);
     for _ in 0..4 {
         let response = get(envoy.addr(), "/shop/x", &[]);
@@ -119,7 +114,7 @@ fn a_bad_configuration_pushed_to_a_running_envoy_is_refused_counted_and_changes_
     let mut envoy = Envoy::start_dynamic(&good);
     let mut jar = Jar::default();
     let server = jar.get_from(envoy.addr(), "/").header("x-backend").unwrap().to_string();
-    let bad = good.clone().plugin(|p| p["profiles"][0]["http_cookie"]["timeout_minutes"] = json!(5));
+    let bad = good.clone().profile_settings(|s| s["timeout_minutes"] = json!(5));
     envoy.update_listeners(&bad);
     assert_eq!(envoy.stats()["listener_manager.lds.update_rejected"], 1);
     assert_eq!(envoy.counter("persistence.config_errors"), 1);
@@ -130,7 +125,7 @@ fn a_bad_configuration_pushed_to_a_running_envoy_is_refused_counted_and_changes_
     }
     assert!(get(envoy.addr(), "/", &[]).all("set-cookie")[0].contains("Max-Age=43200"));
     // A valid update is applied.
-    let renamed = good.clone().plugin(|p| p["profiles"][0]["http_cookie"]["name"] = json!("RENAMED"));
+    let renamed = good.clone().profile_settings(|s| s["name"] = json!("RENAMED"));
     envoy.update_listeners(&renamed);
     assert_eq!(envoy.stats()["listener_manager.lds.update_success"], 2);
     envoy.wait_until("the new listener to serve", || set_cookie_names(&get(envoy.addr(), "/", &[])) == ["RENAMED"]);

@@ -6,7 +6,7 @@
 mod common;
 
 use base64::Engine;
-use common::{get, test_secret, Backend, Connection, Envoy, EnvoyConfig, Jar};
+use common::{backend_of, get, loopback, test_secret, Backend, Connection, Envoy, EnvoyConfig, Jar};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -17,11 +17,6 @@ fn keyed(file: &str, backends: &[Backend]) -> EnvoyConfig {
             p["keys"] = json!([{"id": 1, "secret": test_secret(3)}]);
         }
     })
-}
-
-fn backend_of(response: &common::http::Response) -> String {
-    assert_eq!(response.status, 200, "{response:?}");
-    response.header("x-backend").unwrap().to_string()
 }
 
 #[test]
@@ -170,9 +165,9 @@ fn oversized_and_malformed_input_gets_normal_answers_and_never_hurts_the_vm() {
 fn ipv6_and_ipv4_mapped_sources_on_a_dual_stack_listener() {
     let backends = Backend::start_many(3);
     let mut config = EnvoyConfig::load("client-ip.yaml").backends("app", &backends).fast_health_checks();
-    let listener = &mut config.value["static_resources"]["listeners"][0];
-    listener["address"]["socket_address"]["address"] = json!("::");
-    listener["address"]["socket_address"]["ipv4_compat"] = json!(true);
+    let address = &mut config.listener_mut("main")["address"]["socket_address"];
+    address["address"] = json!("::");
+    address["ipv4_compat"] = json!(true);
     let envoy = Envoy::start(&config);
     let port = envoy.addr().port();
     let v4: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
@@ -195,13 +190,12 @@ fn ipv6_and_ipv4_mapped_sources_on_a_dual_stack_listener() {
 /// X-Forwarded-For: with the shipped connection manager (`use_remote_address: true`) it is keyed on
 /// its own address and stays on one server. (Trusting the header would send it to every victim's server.)
 fn assert_forwarded_for_chooses_nothing(envoy: &Envoy, listener: std::net::SocketAddr, profile: &str) {
-    let victims: Vec<(IpAddr, String)> =
-        (0..9).map(common::loopback).map(|v| (v, common::backend_of(&Connection::open_from(listener, v).get("/", &[])))).collect();
+    let victims: Vec<(IpAddr, String)> = (0..9).map(loopback).map(|v| (v, backend_of(&Connection::open_from(listener, v).get("/", &[])))).collect();
     assert_eq!(victims.iter().map(|(_, s)| s).collect::<HashSet<_>>().len(), 3, "victims on every server: {victims:?}");
     let attacker: IpAddr = "127.0.112.78".parse().unwrap();
     let landed: HashSet<String> = victims
         .iter()
-        .map(|(victim, _)| common::backend_of(&Connection::open_from(listener, attacker).get("/", &[("x-forwarded-for", victim.to_string().as_bytes())])))
+        .map(|(victim, _)| backend_of(&Connection::open_from(listener, attacker).get("/", &[("x-forwarded-for", victim.to_string().as_bytes())])))
         .collect();
     assert_eq!(landed.len(), 1, "the attacker stays on its own server whatever address it names: {landed:?}");
     assert_eq!(envoy.counter(&format!("persistence.{profile}.new")), 10, "nine victims and the attacker");
@@ -219,12 +213,7 @@ fn x_forwarded_for_naming_a_pinned_client_does_not_reach_its_server_with_the_shi
     drop(envoy);
     // tls.yaml: clients without a TLS session id fall back to their address (plain HTTP here).
     let pki = common::tls::Pki::new();
-    let mut config = EnvoyConfig::load("tls.yaml").backends("app", &backends).fast_health_checks().certificates(&pki);
-    let listeners = config.value["static_resources"]["listeners"].as_array_mut().unwrap();
-    let mut plain = listeners[0].clone();
-    plain["name"] = json!("plain");
-    plain["filter_chains"][0].as_object_mut().unwrap().remove("transport_socket");
-    listeners.push(plain);
+    let config = EnvoyConfig::load("tls.yaml").backends("app", &backends).fast_health_checks().certificates(&pki).plain_copy_of("main");
     let envoy = Envoy::start(&config);
     assert_forwarded_for_chooses_nothing(&envoy, envoy.listener("plain"), "tls-sessions");
 }

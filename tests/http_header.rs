@@ -11,12 +11,7 @@ use std::collections::HashSet;
 /// The shipped configuration with the assigned addresses pointed at the test backends
 /// (backend-1: acme, globex; backend-2: initech; backend-3: umbrella, hooli).
 fn config(backends: &[Backend]) -> EnvoyConfig {
-    let addresses: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
-    EnvoyConfig::load("http-header.yaml").backends("app", backends).fast_health_checks().plugin(move |p| {
-        for (i, server) in p["profiles"][0]["http_header"]["servers"].as_array_mut().unwrap().iter_mut().enumerate() {
-            server["address"] = json!(addresses[i]);
-        }
-    })
+    EnvoyConfig::load("http-header.yaml").backends("app", backends).fast_health_checks().header_servers(backends)
 }
 
 fn tenant(envoy: &Envoy, value: &[u8]) -> String {
@@ -63,9 +58,7 @@ fn server_down_immediate_load_balances_never_keeps() {
     assert_eq!(envoy.counter("persistence.tenants.repicked"), 6);
     drop(envoy);
 
-    let mut never = config(&backends).plugin(|p| p["profiles"][0]["server_down"] = json!("never"));
-    never.cluster_mut("app")["common_lb_config"]["override_host_status"]["statuses"] =
-        json!(["UNKNOWN", "HEALTHY", "DEGRADED", "UNHEALTHY", "DRAINING", "TIMEOUT"]);
+    let never = config(&backends).server_down_never("app");
     backends[0].set_healthy(true);
     let envoy = Envoy::start(&never);
     envoy.set_health(&backends[0], false);
@@ -79,17 +72,14 @@ fn envoy_refuses_bad_server_assignments_naming_the_fields() {
     let backends = Backend::start_many(3);
     type Edit = fn(&mut Value);
     let cases: [(Edit, &str); 2] = [
+        (|s| s["servers"][1]["values"] = json!(["initech", "acme"]), "profiles[0].http_header.servers[1].values[1]: \"acme\" is already assigned to"),
         (
-            |p| p["profiles"][0]["http_header"]["servers"][1]["values"] = json!(["initech", "acme"]),
-            "profiles[0].http_header.servers[1].values[1]: \"acme\" is already assigned to",
-        ),
-        (
-            |p| p["profiles"][0]["http_header"]["servers"][0]["address"] = json!("backend-1:8080"),
+            |s| s["servers"][0]["address"] = json!("backend-1:8080"),
             "profiles[0].http_header.servers[0].address: must be ip:port (IPv6 in brackets, e.g. [2001:db8::1]:8080), got \"backend-1:8080\"",
         ),
     ];
     for (edit, message) in cases {
-        let log = Envoy::try_start(&config(&backends).plugin(edit), 1).err().expect("Envoy refused the configuration");
+        let log = Envoy::try_start(&config(&backends).profile_settings(edit), 1).err().expect("Envoy refused the configuration");
         assert!(log.contains(message), "{message}\n{log}");
     }
 }

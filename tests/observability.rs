@@ -71,12 +71,7 @@ fn access_logs_print_each_decision_of_every_profile_type() {
     let log = flushed_access_log(envoy);
     assert!(log.contains("127.0.0.77 \"GET /\" 200") && log.contains("profile=clients type=client_ip outcome=pinned server="), "{log}");
 
-    let addresses: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
-    let config = EnvoyConfig::load("http-header.yaml").backends("app", &backends).fast_health_checks().plugin(move |p| {
-        for (i, server) in p["profiles"][0]["http_header"]["servers"].as_array_mut().unwrap().iter_mut().enumerate() {
-            server["address"] = serde_json::json!(addresses[i]);
-        }
-    });
+    let config = EnvoyConfig::load("http-header.yaml").backends("app", &backends).fast_health_checks().header_servers(&backends);
     let envoy = Envoy::start(&config);
     get(envoy.addr(), "/", &[("x-tenant", b"acme")]);
     get(envoy.addr(), "/", &[("x-tenant", b"nobody")]);

@@ -5,34 +5,18 @@
 mod common;
 
 use common::tls::{Pki, TlsClient, TLS12, TLS13};
-use common::{get, Backend, Envoy, EnvoyConfig};
+use common::{backend_of, get, Backend, Envoy, EnvoyConfig};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 
-fn backend_of(response: &common::http::Response) -> String {
-    assert_eq!(response.status, 200, "{response:?}");
-    response.header("x-backend").unwrap().to_string()
-}
-
-/// The shipped configuration with the test's certificates, plus a plain-HTTP copy of the TLS
-/// listener named "plain" (same routes and filters, no TLS).
+/// The shipped configuration with the test's certificates and its tls settings edited, plus a
+/// plain-HTTP copy of the TLS listener named "plain" (same routes and filters, no TLS).
 fn config(file: &str, pki: &Pki, backends: &[Backend], edit: impl Fn(&mut Value)) -> EnvoyConfig {
-    let mut config = EnvoyConfig::load(file).backends("app", backends).fast_health_checks().certificates(pki).plugin(edit);
-    let listeners = config.value["static_resources"]["listeners"].as_array_mut().unwrap();
-    let mut plain = listeners[0].clone();
-    plain["name"] = json!("plain");
-    plain["filter_chains"][0].as_object_mut().unwrap().remove("transport_socket");
-    listeners.push(plain);
-    config
-}
-
-fn tls_settings(edit: impl Fn(&mut Value)) -> impl Fn(&mut Value) {
-    move |plugin: &mut Value| edit(&mut plugin["profiles"][0]["tls"])
+    EnvoyConfig::load(file).backends("app", backends).fast_health_checks().certificates(pki).profile_settings(edit).plain_copy_of("main")
 }
 
 fn max_tls_version(config: &mut EnvoyConfig, version: &str) {
-    config.value["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"]["typed_config"]["common_tls_context"]["tls_params"]
-        ["tls_maximum_protocol_version"] = json!(version);
+    config.tls_params_mut("main")["tls_maximum_protocol_version"] = json!(version);
 }
 
 #[test]
@@ -61,7 +45,7 @@ fn without_a_session_id_requests_are_counted_and_balanced_or_fall_back_to_the_ad
     let pki = Pki::new();
     let backends = Backend::start_many(3);
     // No fallback: TLS 1.3 (no session id) and plain HTTP are load balanced and counted.
-    let mut config = config("tls.yaml", &pki, &backends, tls_settings(|t| t["fallback"] = json!("none")));
+    let mut config = config("tls.yaml", &pki, &backends, |t| t["fallback"] = json!("none"));
     max_tls_version(&mut config, "TLSv1_3");
     let envoy = Envoy::start(&config);
     let tls13 = TlsClient::new(&pki, TLS13, None);
@@ -142,7 +126,7 @@ fn server_down_immediate_moves_a_tls_session_to_another_server() {
 fn the_built_in_tls_profile_works_by_name() {
     let pki = Pki::new();
     let backends = Backend::start_many(3);
-    let envoy = Envoy::start(&config("tls.yaml", &pki, &backends, |p| p["default_profile"] = json!("System-Persistence-TLS")));
+    let envoy = Envoy::start(&config("tls.yaml", &pki, &backends, |_| {}).plugin(|p| p["default_profile"] = json!("System-Persistence-TLS")));
     let browser = TlsClient::new(&pki, TLS12, None);
     let server = backend_of(&browser.get(envoy.addr(), "/").0);
     assert_eq!(backend_of(&browser.get(envoy.addr(), "/").0), server);

@@ -21,6 +21,7 @@ pub struct Received {
     pub method: String,
     pub path: String,
     pub headers: Headers,
+    pub body: Vec<u8>,
 }
 
 impl Received {
@@ -133,7 +134,12 @@ fn respond(request: &http::Request, state: &State) -> (u16, Headers, Vec<u8>) {
     if path == "/healthz" {
         return if state.healthy.load(Ordering::SeqCst) { (200, vec![], b"ok\n".to_vec()) } else { (503, vec![], b"unhealthy\n".to_vec()) };
     }
-    state.received.lock().expect("lock").push(Received { method: request.method.clone(), path: request.path.clone(), headers: request.headers.clone() });
+    state.received.lock().expect("lock").push(Received {
+        method: request.method.clone(),
+        path: request.path.clone(),
+        headers: request.headers.clone(),
+        body: request.body.clone(),
+    });
     let mut headers: Headers = vec![("x-backend".into(), state.name.clone().into_bytes()), ("content-type".into(), b"text/plain".to_vec())];
     for (key, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
         if key == "set-cookie" {

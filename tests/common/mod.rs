@@ -6,6 +6,7 @@ pub mod backend;
 pub mod browser;
 pub mod client;
 pub mod envoy;
+pub mod h2client;
 pub mod http;
 pub mod tls;
 
@@ -17,6 +18,11 @@ pub use envoy::{Envoy, EnvoyConfig, Launch};
 pub fn backend_of(response: &http::Response) -> String {
     assert_eq!(response.status, 200, "{response:?}");
     response.header("x-backend").expect("x-backend header").to_string()
+}
+
+/// The backend called `name`.
+pub fn named<'a>(backends: &'a [Backend], name: &str) -> &'a Backend {
+    backends.iter().find(|b| b.name == name).unwrap_or_else(|| panic!("no backend {name}"))
 }
 
 /// The `n`th test client address, 127.0.<n / 250 + 1>.<n % 250 + 1> (any 127/8 address can be
