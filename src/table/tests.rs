@@ -89,8 +89,7 @@ fn a_full_bucket_drops_expired_entries_first_then_the_least_recently_used() {
     assert!(find(&table, &store, hashes[capacity + 1]).is_some(), "the new entry is never the one evicted");
 }
 
-/// Another worker writes the same bucket between our read and our write.
-/// A write another worker makes in between.
+/// A write another worker makes to the same bucket between our read and our write.
 type Interference<'a> = Box<dyn FnOnce(&MemoryStore) + 'a>;
 
 struct Interfering<'a> {

@@ -506,13 +506,13 @@ impl Envoy {
         });
     }
 
-    /// Waits until Envoy's health checks see `backend` as `healthy` (or not).
     /// Turns `backend`'s health endpoint on or off and waits until Envoy's workers know it.
     pub fn set_health(&self, backend: &Backend, healthy: bool) {
         backend.set_healthy(healthy);
         self.wait_health(backend, healthy);
     }
 
+    /// Waits until Envoy's health checks see `backend` as `healthy` (or not), on every worker.
     pub fn wait_health(&self, backend: &Backend, healthy: bool) {
         self.wait_health_marked(backend, healthy);
         // Admin shows the main thread's view; workers receive the change a moment later.
