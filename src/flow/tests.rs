@@ -447,3 +447,65 @@ fn host_errors_mean_no_persistence_counted_and_recorded() {
     assert_eq!(f.set_cookie(), None);
     assert_eq!(f.stat("host_errors"), 3);
 }
+
+/// One profile of each type (and each app cookie mode and TLS key), all with `server_down`.
+fn one_of_each(server_down: &str) -> Value {
+    let mut config = config();
+    for profile in config["profiles"].as_array_mut().unwrap() {
+        profile["server_down"] = json!(server_down);
+    }
+    config
+}
+
+/// A request of `route` as a returning client of that type sends it (`memory`: the cookie the
+/// filter or the backend set earlier), and its response from `upstream`; remembers what the
+/// response set. Returns the record.
+fn visit(f: &mut Fixture, route: &str, memory: &mut Option<String>, upstream: Option<&str>) -> String {
+    let mut headers: Vec<(&str, String)> = Vec::new();
+    if let Some(cookie) = memory.as_ref() {
+        headers.push(("cookie", cookie.clone()));
+    }
+    if route == "tenant" {
+        headers.push(("x-tenant", "acme".into()));
+    }
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    f.host.request(CLIENT, &headers);
+    f.host.attribute("route_name", route);
+    f.host.attribute("filter_state.tls.sid", "5e55");
+    f.host.attribute("peer_certificate", "d1g357");
+    let mut stream = Stream::new(Some(f.plugin.clone()));
+    stream.on_request_headers(&mut f.host);
+    // The application's own session cookie, on the first visit.
+    let issued: &[(&str, &str)] = match (route, memory.is_some()) {
+        ("app", false) => &[("set-cookie", "JSESSIONID=S1; Path=/")],
+        ("prefix", false) => &[("set-cookie", "JSESSIONID=AB.node1; Path=/")],
+        _ => &[],
+    };
+    f.respond(&mut stream, upstream, issued);
+    if let Some(set) = f.host.response_header_values("set-cookie").first() {
+        *memory = Some(set.split(';').next().unwrap().to_string());
+    }
+    f.only_record()
+}
+
+#[test]
+fn every_type_reports_every_outcome_once() {
+    let routes = ["web", "ip", "app", "prefix", "tenant", "tls", "mesh"];
+    for (server_down, moved) in [("immediate", "repicked"), ("never", "kept")] {
+        let mut f = Fixture::new(one_of_each(server_down));
+        for route in routes {
+            let mut memory = None;
+            let outcome = |record: String| record.split(" outcome=").nth(1).unwrap_or_default().to_string();
+            let first = if route == "tenant" { "pinned" } else { "new" };
+            assert_eq!(outcome(visit(&mut f, route, &mut memory, Some(A))), format!("{first} server={A}"), "{route}");
+            assert_eq!(outcome(visit(&mut f, route, &mut memory, Some(A))), format!("pinned server={A}"), "{route}");
+            assert_eq!(outcome(visit(&mut f, route, &mut memory, None)), "no_upstream server=-", "{route}");
+            assert_eq!(outcome(visit(&mut f, route, &mut memory, Some(B))), format!("{moved} server={B}"), "{route} {server_down}");
+            // Persistence moved with the client, except a header's value, which is assigned to A.
+            let expected_after = if server_down == "immediate" && route != "tenant" { B } else { A };
+            assert_eq!(outcome(visit(&mut f, route, &mut memory, Some(expected_after))), format!("pinned server={expected_after}"), "{route} {server_down}");
+            assert_eq!(f.stat(&format!("{route}.{moved}")), 1, "{route}");
+            assert_eq!(f.stat(&format!("{route}.no_upstream")), 1, "{route}");
+        }
+    }
+}
