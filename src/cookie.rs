@@ -18,6 +18,14 @@ pub fn values<'a>(header: &'a [u8], name: &'a str) -> impl Iterator<Item = &'a [
     pairs(header).filter(move |(n, _)| *n == name.as_bytes()).map(|(_, v)| v)
 }
 
+/// A cookie value without the double quotes RFC 6265 allows around it (`"abc"` -> `abc`).
+pub fn unquoted(value: &[u8]) -> &[u8] {
+    match value {
+        [b'"', inner @ .., b'"'] => inner,
+        _ => value,
+    }
+}
+
 /// What to do with one cookie of the name being edited.
 pub enum Edit {
     Keep,
@@ -130,6 +138,8 @@ pub struct Attributes {
     pub domain: Option<String>,
     pub http_only: bool,
     pub same_site: Option<SameSite>,
+    /// CHIPS: the cookie is kept per top-level site (needs Secure).
+    pub partitioned: bool,
 }
 
 /// `name=value; Path=..; [Domain=..;] [Max-Age=..; Expires=..;] [Secure;] [HttpOnly;] [SameSite=..]`
@@ -160,6 +170,9 @@ pub fn set_cookie(name: &str, value: &str, attributes: &Attributes, secure: bool
         Some(SameSite::Strict) => out.push_str("; SameSite=Strict"),
         Some(SameSite::None) => out.push_str("; SameSite=None"),
         None => {}
+    }
+    if attributes.partitioned {
+        out.push_str("; Partitioned");
     }
     out
 }
@@ -279,9 +292,9 @@ mod tests {
 
     #[test]
     fn builds_set_cookie() {
-        let attributes = Attributes { path: "/".into(), domain: None, http_only: true, same_site: Some(SameSite::Lax) };
+        let attributes = Attributes { path: "/".into(), domain: None, http_only: true, same_site: Some(SameSite::Lax), partitioned: false };
         assert_eq!(set_cookie("AVI_COOKIE", "tok", &attributes, false, None, 0), "AVI_COOKIE=tok; Path=/; HttpOnly; SameSite=Lax");
-        let attributes = Attributes { path: "/app".into(), domain: Some("example.com".into()), http_only: false, same_site: None };
+        let attributes = Attributes { path: "/app".into(), domain: Some("example.com".into()), http_only: false, same_site: None, partitioned: false };
         assert_eq!(
             set_cookie("c", "v", &attributes, true, Some(600), 784_111_177),
             "c=v; Path=/app; Domain=example.com; Max-Age=600; Expires=Sun, 06 Nov 1994 08:49:37 GMT; Secure"

@@ -224,7 +224,7 @@ pub fn reissue(
 ) -> Option<String> {
     let token = tokens.seal(Purpose::AppCookiePrefix, &settings.name, &Claims { endpoint: upstream, issued_at: now, expires_at: None }, nonce)?;
     let value = std::str::from_utf8(value).ok()?;
-    let attributes = cookie::Attributes { path: settings.path.clone(), domain: None, http_only: true, same_site: None };
+    let attributes = cookie::Attributes { path: settings.path.clone(), domain: None, http_only: true, same_site: None, partitioned: false };
     Some(cookie::set_cookie(&settings.name, &format!("{token}.{value}"), &attributes, secure, None, now))
 }
 

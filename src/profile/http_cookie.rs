@@ -1,6 +1,8 @@
 //! HTTP cookie persistence (Avi "HTTP Cookie"): the filter inserts a cookie whose value is a sealed
-//! token naming the server, and reads it back on later requests. Nothing is stored in Envoy.
+//! token naming the server (`super::sealed`), and reads it back on later requests. Nothing is stored
+//! in Envoy.
 
+use super::sealed::{self, Lifetime};
 use crate::config_reader::{Errors, Field};
 use crate::context::Context;
 use crate::cookie::{self, Attributes, SameSite};
@@ -8,13 +10,14 @@ use crate::endpoint::Endpoint;
 use crate::header_pairs::Headers;
 use crate::host::{HostError, HttpStream};
 use crate::metrics::ProfileCounter;
-use crate::outcome::{Outcome, ServerDown};
+use crate::outcome::ServerDown;
 use crate::persistence::{Describe, Persistence, Requested, Responded};
 use crate::state::State;
-use crate::token::{self, Claims, Purpose, Rejection, Tokens};
+use crate::token::{self, Purpose, Tokens};
+
+pub use super::sealed::{Decision, Presented, Reply};
 
 pub const DEFAULT_NAME: &str = "AVI_COOKIE";
-const MINUTE: u64 = 60;
 
 /// When to add the `Secure` attribute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +36,9 @@ pub struct Settings {
     /// Inactivity after which the cookie is no longer honoured, seconds.
     pub idle_timeout: Option<u64>,
     pub always_send: bool,
+    /// With a timeout: false sends a session cookie (no Max-Age or Expires; the browser drops it
+    /// when it closes) while the token still ends the session at the timeout.
+    pub persistent: bool,
     pub secure: Secure,
     pub attributes: Attributes,
 }
@@ -45,8 +51,9 @@ impl Default for Settings {
             timeout: None,
             idle_timeout: None,
             always_send: false,
+            persistent: true,
             secure: Secure::Auto,
-            attributes: Attributes { path: "/".into(), domain: None, http_only: true, same_site: Some(SameSite::Lax) },
+            attributes: Attributes { path: "/".into(), domain: None, http_only: true, same_site: Some(SameSite::Lax), partitioned: false },
         }
     }
 }
@@ -59,17 +66,10 @@ impl Settings {
         if let Some(name) = object.field("name").and_then(|f| f.string_where(cookie::is_token, cookie::NAME_RULE, errors)) {
             settings.name = name.to_string();
         }
-        settings.timeout = object.field("timeout_minutes").and_then(|f| f.integer(10, 720, errors)).map(|m| m * MINUTE);
-        if let Some(field) = object.field("idle_timeout_minutes") {
-            if let Some(idle) = field.integer(1, 720, errors).map(|m| m * MINUTE) {
-                match settings.timeout {
-                    Some(timeout) if idle > timeout => errors.add(&field.path, "must not be longer than timeout_minutes (the cookie would expire first)"),
-                    _ => settings.idle_timeout = Some(idle),
-                }
-            }
-        }
-        if let Some(always) = object.field("always_send").and_then(|f| f.bool(errors)) {
-            settings.always_send = always;
+        let lifetime = Lifetime::parse(&mut object, errors, "cookie");
+        (settings.timeout, settings.idle_timeout, settings.always_send) = (lifetime.timeout, lifetime.idle_timeout, lifetime.always_send);
+        if let Some(persistent) = object.field("persistent").and_then(|f| f.bool(errors)) {
+            settings.persistent = persistent;
         }
         if let Some(path) = object.field("path").and_then(|f| f.string_where(cookie::is_valid_path, cookie::PATH_RULE, errors)) {
             settings.attributes.path = path.into();
@@ -99,118 +99,49 @@ impl Settings {
             None if object.is_null("same_site") => settings.attributes.same_site = None,
             None => {}
         }
+        if let Some(field) = object.field("partitioned") {
+            if let Some(partitioned) = field.bool(errors) {
+                if partitioned && settings.secure != Secure::Always {
+                    errors.add(&field.path, "needs secure \"always\": browsers drop Partitioned cookies without Secure (CHIPS)");
+                }
+                settings.attributes.partitioned = partitioned;
+            }
+        }
         object.finish(errors, |_| None);
         settings
     }
-}
 
-/// What the request's persistence cookie said.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Presented {
-    Absent,
-    Rejected(Rejection),
-    Valid { claims: Claims, key_id: u8, token: String },
-}
-
-impl Presented {
-    pub fn pin(&self) -> Option<Endpoint> {
-        match self {
-            Presented::Valid { claims, .. } => Some(claims.endpoint),
-            _ => None,
-        }
+    fn lifetime(&self) -> Lifetime {
+        Lifetime { timeout: self.timeout, idle_timeout: self.idle_timeout, always_send: self.always_send }
     }
 }
 
-/// Reads our cookie from the request's Cookie headers. With several cookies of our name (a browser
-/// holding one per path or domain) the first valid one wins; else the first rejection is reported.
+/// Reads our cookie from the request's Cookie headers (a value in double quotes, as RFC 6265
+/// allows, is read without them).
 pub fn read_request(settings: &Settings, tokens: &Tokens, cookie_headers: &[impl AsRef<[u8]>], now: u64) -> Presented {
-    let mut first_rejection = None;
-    for value in cookie_headers.iter().flat_map(|header| cookie::values(header.as_ref(), &settings.name)) {
-        match judge(settings, tokens, value, now) {
-            Ok(presented) => return presented,
-            Err(rejection) => {
-                first_rejection.get_or_insert(rejection);
-            }
-        }
-    }
-    first_rejection.map_or(Presented::Absent, Presented::Rejected)
-}
-
-fn judge(settings: &Settings, tokens: &Tokens, value: &[u8], now: u64) -> Result<Presented, Rejection> {
-    let opened = tokens.open(Purpose::HttpCookie, &settings.name, value)?;
-    let claims = opened.claims;
-    if claims.expires_at.is_some_and(|expires_at| now >= expires_at) {
-        return Err(Rejection::Expired);
-    }
-    if settings.idle_timeout.is_some_and(|idle| now >= claims.issued_at.saturating_add(idle)) {
-        return Err(Rejection::Idle);
-    }
-    // A token that opened is base64url, so it is ASCII.
-    let token = String::from_utf8_lossy(value).into_owned();
-    Ok(Presented::Valid { claims, key_id: opened.key_id, token })
-}
-
-/// What to send back in Set-Cookie.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reply {
-    None,
-    /// The presented token again (always_send): no crypto needed.
-    Echo {
-        token: String,
-        expires_at: Option<u64>,
-    },
-    Seal(Claims),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Decision {
-    pub outcome: Outcome,
-    pub reply: Reply,
-    /// Re-sealed under the primary key (key rotation).
-    pub rotated: bool,
-    /// Re-sealed because half the idle window had passed.
-    pub refreshed: bool,
+    let values = cookie_headers.iter().flat_map(|header| cookie::values(header.as_ref(), &settings.name)).map(cookie::unquoted);
+    sealed::read(&settings.lifetime(), tokens, Purpose::HttpCookie, &settings.name, values, now)
 }
 
 /// Decides the response side once Envoy has picked `upstream` (None: no upstream was used).
 pub fn decide(settings: &Settings, server_down: ServerDown, presented: &Presented, upstream: Option<Endpoint>, primary_key_id: u8, now: u64) -> Decision {
-    let fresh = |endpoint| Claims { endpoint, issued_at: now, expires_at: settings.timeout.map(|t| now.saturating_add(t)) };
-    let decision = |outcome, reply| Decision { outcome, reply, rotated: false, refreshed: false };
-    let Some(upstream) = upstream else { return decision(Outcome::NoUpstream, Reply::None) };
-    let Presented::Valid { claims, key_id, token } = presented else {
-        return decision(Outcome::New, Reply::Seal(fresh(upstream)));
-    };
-    let outcome = crate::outcome::outcome(Some(claims.endpoint), Some(upstream), server_down);
-    if outcome == Outcome::Repicked {
-        return decision(outcome, Reply::Seal(fresh(upstream)));
-    }
-    // The session keeps its server and its absolute expiry; only the seal is renewed.
-    let rotated = *key_id != primary_key_id;
-    let refreshed = !rotated && settings.idle_timeout.is_some_and(|idle| now.saturating_sub(claims.issued_at) >= idle / 2);
-    let reply = if rotated || refreshed {
-        Reply::Seal(Claims { issued_at: now, ..*claims })
-    } else if settings.always_send {
-        Reply::Echo { token: token.clone(), expires_at: claims.expires_at }
-    } else {
-        Reply::None
-    };
-    Decision { outcome, reply, rotated, refreshed }
+    sealed::decide(&settings.lifetime(), server_down, presented, upstream, primary_key_id, now)
 }
 
 /// The Set-Cookie header for a reply; None when nothing is to be sent or sealing failed.
 pub fn set_cookie_header(settings: &Settings, tokens: &Tokens, reply: &Reply, tls: bool, now: u64, nonce: [u8; token::NONCE_LEN]) -> Option<String> {
-    let (value, expires_at) = match reply {
-        Reply::None => return None,
-        Reply::Echo { token, expires_at } => (token.clone(), *expires_at),
-        Reply::Seal(claims) => (tokens.seal(Purpose::HttpCookie, &settings.name, claims, nonce)?, claims.expires_at),
-    };
+    let (value, expires_at) = sealed::reply_token(tokens, Purpose::HttpCookie, &settings.name, reply, nonce)?;
+    Some(set_cookie(settings, &value, expires_at, tls, now))
+}
+
+fn set_cookie(settings: &Settings, value: &str, expires_at: Option<u64>, tls: bool, now: u64) -> String {
     let secure = match settings.secure {
         Secure::Auto => tls,
         Secure::Always => true,
         Secure::Never => false,
     };
-    let lifetime = expires_at.map(|expires_at| expires_at.saturating_sub(now));
-    Some(cookie::set_cookie(&settings.name, &value, &settings.attributes, secure, lifetime, now))
+    let lifetime = expires_at.filter(|_| settings.persistent).map(|expires_at| expires_at.saturating_sub(now));
+    cookie::set_cookie(&settings.name, value, &settings.attributes, secure, lifetime, now)
 }
 
 impl Describe for Settings {
@@ -219,77 +150,40 @@ impl Describe for Settings {
     }
 
     fn counters(&self) -> Vec<ProfileCounter> {
-        use ProfileCounter::*;
-        [&ProfileCounter::OUTCOMES[..], &ProfileCounter::TOKENS, &[RejectedExpired, RejectedIdle, Rotated, Refreshed]].concat()
+        sealed::counters()
     }
-}
-
-/// What the request's cookie said, and the clock then (one clock read per request).
-pub struct Pending {
-    presented: Presented,
-    now: u64,
-}
-
-pub struct Writes {
-    decision: Decision,
-    now: u64,
 }
 
 impl Persistence for Settings {
     const TYPE: &'static str = "http_cookie";
-    type Pending = Pending;
-    type Writes = Writes;
+    type Pending = sealed::Pending;
+    type Writes = sealed::Writes;
 
     fn parse_section(section: Option<Field>, errors: &mut Errors, _path: &str) -> Option<Settings> {
         Some(Settings::parse(section, errors))
     }
 
     /// Reads our cookie and removes it from what the backend gets.
-    fn on_request<H: HttpStream>(&self, cx: &mut Context<'_, H>, headers: &Headers) -> Result<Requested<Pending>, HostError> {
+    fn on_request<H: HttpStream>(&self, cx: &mut Context<'_, H>, headers: &Headers) -> Result<Requested<sealed::Pending>, HostError> {
         let cookies: Vec<&[u8]> = headers.values("cookie").collect();
-        let now = cx.host.now();
-        let presented = read_request(self, &cx.state.tokens, &cookies, now);
-        let rejected = rejection(&presented);
-        if let Presented::Rejected(rejection) = presented {
-            cx.count(rejection.into());
-            log::debug!("profile {}: cookie {} rejected ({}): load balancing", cx.name, self.name, rejection.name());
-        }
+        let values = cookies.iter().flat_map(|header| cookie::values(header, &self.name)).map(cookie::unquoted);
+        let pending = sealed::request(cx, &self.lifetime(), Purpose::HttpCookie, &self.name, values);
         let rewritten: Vec<Option<Vec<u8>>> = cookies.iter().map(|header| cookie::without(header, &self.name)).collect();
         cx.rewrite_cookie_headers(&cookies, &rewritten)?;
-        Ok(Requested::pin_or_balance(presented.pin(), rejected.map(|r| ("rejected", r)), Pending { presented, now }))
+        let why = pending.presented.rejection().map(|r| ("rejected", r));
+        Ok(Requested::pin_or_balance(pending.presented.pin(), why, pending))
     }
 
-    fn on_response(&self, pending: Pending, upstream: Option<Endpoint>, server_down: ServerDown, state: &State) -> Responded<Writes> {
-        let Pending { presented, now } = pending;
-        let decision = decide(self, server_down, &presented, upstream, state.tokens.primary_id(), now);
-        Responded { outcome: decision.outcome, rejected: rejection(&presented), writes: Writes { decision, now } }
+    fn on_response(&self, pending: sealed::Pending, upstream: Option<Endpoint>, server_down: ServerDown, state: &State) -> Responded<sealed::Writes> {
+        sealed::respond(&self.lifetime(), pending, upstream, server_down, state)
     }
 
     /// Issues, re-seals or echoes the cookie.
-    fn write<H: HttpStream>(&self, cx: &mut Context<'_, H>, writes: Writes) -> Result<(), HostError> {
-        let Writes { decision, now } = writes;
-        if decision.rotated {
-            cx.count(ProfileCounter::Rotated);
-        }
-        if decision.refreshed {
-            cx.count(ProfileCounter::Refreshed);
-        }
-        if decision.reply == Reply::None {
-            return Ok(());
-        }
-        let tls = self.secure == Secure::Auto && cx.is_tls();
-        let Some(nonce) = cx.nonce() else { return Ok(()) };
-        match set_cookie_header(self, &cx.state.tokens, &decision.reply, tls, now, nonce) {
-            Some(header) => cx.host.add_response_header("set-cookie", header.as_bytes()),
-            None => Ok(()),
-        }
-    }
-}
-
-fn rejection(presented: &Presented) -> Option<&'static str> {
-    match presented {
-        Presented::Rejected(rejection) => Some(rejection.name()),
-        _ => None,
+    fn write<H: HttpStream>(&self, cx: &mut Context<'_, H>, writes: sealed::Writes) -> Result<(), HostError> {
+        let tls = writes.decision.reply != Reply::None && self.secure == Secure::Auto && cx.is_tls();
+        let Some((value, expires_at)) = sealed::reply(cx, Purpose::HttpCookie, &self.name, &writes.decision) else { return Ok(()) };
+        let header = set_cookie(self, &value, expires_at, tls, writes.now);
+        cx.host.add_response_header("set-cookie", header.as_bytes())
     }
 }
 
@@ -298,6 +192,8 @@ mod tests {
     use super::*;
     use crate::config_reader::parse_section;
     use crate::keyring::Keyring;
+    use crate::outcome::Outcome;
+    use crate::token::{Claims, Rejection};
     use crate::endpoint;
     use serde_json::json;
 
@@ -346,7 +242,7 @@ mod tests {
         assert_eq!(settings.secure, Secure::Always);
         assert_eq!(
             settings.attributes,
-            Attributes { path: "/app".into(), domain: Some("example.com".into()), http_only: false, same_site: Some(SameSite::None) }
+            Attributes { path: "/app".into(), domain: Some("example.com".into()), http_only: false, same_site: Some(SameSite::None), partitioned: false }
         );
         assert_eq!(parse(json!({"same_site": null})).unwrap().attributes.same_site, None);
     }
@@ -362,7 +258,7 @@ mod tests {
             (json!({"path": "app"}), "http_cookie.path: must start with / and hold no spaces, ';' or ',', got \"app\""),
             (json!({"secure": true}), "http_cookie.secure: must be one of \"auto\", \"always\", \"never\", got boolean true"),
             (json!({"secure": "never", "same_site": "none"}), "http_cookie.same_site: \"none\" needs secure \"auto\" or \"always\": browsers drop SameSite=None cookies without Secure"),
-            (json!({"nmae": "x"}), "http_cookie.nmae: unknown field (known fields here: always_send, domain, http_only, idle_timeout_minutes, name, path, same_site, secure, timeout_minutes)"),
+            (json!({"nmae": "x"}), "http_cookie.nmae: unknown field (known fields here: always_send, domain, http_only, idle_timeout_minutes, name, partitioned, path, persistent, same_site, secure, timeout_minutes)"),
             (json!("x"), "http_cookie: must be an object, got string \"x\""),
         ];
         for (section, expected) in cases {
@@ -491,5 +387,34 @@ mod tests {
         let plain = set_cookie_header(&Settings::default(), &tokens, &Reply::Seal(Claims { expires_at: None, ..claims }), false, NOW, [5; 12]).unwrap();
         assert!(!plain.contains("Max-Age") && !plain.contains("Secure"), "{plain}");
         assert_eq!(set_cookie_header(&settings, &tokens, &Reply::None, true, NOW, [5; 12]), None);
+    }
+
+    #[test]
+    fn a_session_cookie_still_ends_at_the_timeout_and_partitioned_is_secure_only() {
+        let settings = parse(json!({"timeout_minutes": 10, "persistent": false})).unwrap();
+        let tokens = tokens();
+        let claims = Claims { endpoint: server(1), issued_at: NOW, expires_at: Some(NOW + 600) };
+        let header = set_cookie_header(&settings, &tokens, &Reply::Seal(claims), false, NOW, [5; 12]).unwrap();
+        assert!(!header.contains("Max-Age") && !header.contains("Expires"), "a session cookie: {header}");
+        let cookie = header.split(';').next().unwrap().as_bytes().to_vec();
+        assert_eq!(read_request(&settings, &tokens, std::slice::from_ref(&cookie), NOW + 599).pin(), Some(server(1)));
+        assert_eq!(read_request(&settings, &tokens, &[cookie], NOW + 600), Presented::Rejected(Rejection::Expired), "the token ends it");
+
+        let partitioned = parse(json!({"secure": "always", "same_site": "none", "partitioned": true})).unwrap();
+        let header = set_cookie_header(&partitioned, &tokens, &Reply::Seal(claims), false, NOW, [5; 12]).unwrap();
+        assert!(header.ends_with("; Secure; HttpOnly; SameSite=None; Partitioned"), "{header}");
+        assert_eq!(
+            parse(json!({"partitioned": true})),
+            Err(vec!["http_cookie.partitioned: needs secure \"always\": browsers drop Partitioned cookies without Secure (CHIPS)".to_string()])
+        );
+    }
+
+    #[test]
+    fn a_quoted_cookie_value_is_read() {
+        let settings = Settings::default();
+        let tokens = tokens();
+        let token = token::seal(&keyring(), Purpose::HttpCookie, "AVI_COOKIE", &Claims { endpoint: server(3), issued_at: NOW, expires_at: None }, [3; 12]).unwrap();
+        let header = format!("a=1; AVI_COOKIE=\"{token}\"; b=2");
+        assert_eq!(read_request(&settings, &tokens, &[header.as_bytes()], NOW).pin(), Some(server(3)), "{header}");
     }
 }

@@ -2,6 +2,7 @@
 //! server is down. Each type is one module implementing `Persistence`; the registry below lists
 //! them once, and everything that must handle every type is generated from that list.
 
+pub mod sealed;
 pub mod table_backed;
 
 use crate::config_reader::{Errors, Field};
