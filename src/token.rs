@@ -29,6 +29,8 @@ const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::
 pub enum Purpose {
     HttpCookie = 1,
     AppCookiePrefix = 2,
+    SessionHeader = 3,
+    AppHeaderPrefix = 4,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,7 +21,7 @@ fn config() -> Value {
         "keys": [{"id": 1, "secret": SECRET}],
         "decision_header": "x-decision",
         "routes": {"web": "web", "never": "never", "idle": "idle", "ip": "ip", "ip-off": "ip-off", "app": "app", "prefix": "prefix",
-                   "tenant": "tenant", "tls": "tls", "tls-ip": "tls-ip", "mesh": "mesh"},
+                   "tenant": "tenant", "tls": "tls", "tls-ip": "tls-ip", "mesh": "mesh", "api": "api", "mcp": "mcp", "mcp-prefix": "mcp-prefix"},
         "profiles": [
             {"name": "web", "type": "http_cookie", "http_cookie": {"timeout_minutes": 720}},
             {"name": "never", "type": "http_cookie", "server_down": "never"},
@@ -33,7 +33,10 @@ fn config() -> Value {
             {"name": "tenant", "type": "http_header", "http_header": {"name": "x-tenant", "servers": [{"address": A, "values": ["acme"]}]}},
             {"name": "tls", "type": "tls"},
             {"name": "tls-ip", "type": "tls", "tls": {"fallback": "client_ip"}},
-            {"name": "mesh", "type": "tls", "tls": {"key": "peer_certificate"}}
+            {"name": "mesh", "type": "tls", "tls": {"key": "peer_certificate"}},
+            {"name": "api", "type": "session_header", "session_header": {"idle_timeout_minutes": 30}},
+            {"name": "mcp", "type": "app_header", "app_header": {"name": "mcp-session-id"}},
+            {"name": "mcp-prefix", "type": "app_header", "app_header": {"name": "mcp-session-id", "mode": "prefix"}}
         ]
     })
 }
@@ -385,7 +388,7 @@ fn tls_persists_on_the_session_or_certificate_and_falls_back_as_configured() {
 #[test]
 fn a_spoofed_override_header_is_removed_on_every_profile_type() {
     let mut f = Fixture::new(config());
-    let routes = ["web", "ip", "ip-off", "app", "prefix", "tenant", "tls", "tls-ip", "mesh", ""];
+    let routes = ["web", "ip", "ip-off", "app", "prefix", "tenant", "tls", "tls-ip", "mesh", "api", "mcp", "mcp-prefix", ""];
     for route in routes {
         f.request(route, &[("x-persistence-upstream", "MTAuMC4wLjk6ODA="), ("x-decision", "forged"), ("x-tenant", "acme")]);
         assert_ne!(f.host.request_header("x-persistence-upstream").as_deref(), Some("MTAuMC4wLjk6ODA="), "{route}");
@@ -457,13 +460,24 @@ fn one_of_each(server_down: &str) -> Value {
     config
 }
 
-/// A request of `route` as a returning client of that type sends it (`memory`: the cookie the
-/// filter or the backend set earlier), and its response from `upstream`; remembers what the
-/// response set. Returns the record.
+/// Where a type's session travels: the request header the client sends it in, and the response
+/// header it comes back in.
+fn carrier(route: &str) -> (&'static str, &'static str) {
+    match route {
+        "api" => ("x-session-token", "x-session-token"),
+        "mcp" | "mcp-prefix" => ("mcp-session-id", "mcp-session-id"),
+        _ => ("cookie", "set-cookie"),
+    }
+}
+
+/// A request of `route` as a returning client of that type sends it (`memory`: the cookie or
+/// header value the filter or the backend gave it earlier), and its response from `upstream`;
+/// remembers what the response gave. Returns the record.
 fn visit(f: &mut Fixture, route: &str, memory: &mut Option<String>, upstream: Option<&str>) -> String {
+    let (request_header, response_header) = carrier(route);
     let mut headers: Vec<(&str, String)> = Vec::new();
-    if let Some(cookie) = memory.as_ref() {
-        headers.push(("cookie", cookie.clone()));
+    if let Some(value) = memory.as_ref() {
+        headers.push((request_header, value.clone()));
     }
     if route == "tenant" {
         headers.push(("x-tenant", "acme".into()));
@@ -475,22 +489,23 @@ fn visit(f: &mut Fixture, route: &str, memory: &mut Option<String>, upstream: Op
     f.host.attribute("peer_certificate", "d1g357");
     let mut stream = Stream::new(Some(f.plugin.clone()));
     stream.on_request_headers(&mut f.host);
-    // The application's own session cookie, on the first visit.
+    // The application's own session, on the first visit.
     let issued: &[(&str, &str)] = match (route, memory.is_some()) {
         ("app", false) => &[("set-cookie", "JSESSIONID=S1; Path=/")],
         ("prefix", false) => &[("set-cookie", "JSESSIONID=AB.node1; Path=/")],
+        ("mcp" | "mcp-prefix", false) => &[("mcp-session-id", "S1")],
         _ => &[],
     };
     f.respond(&mut stream, upstream, issued);
-    if let Some(set) = f.host.response_header_values("set-cookie").first() {
-        *memory = Some(set.split(';').next().unwrap().to_string());
+    if let Some(value) = f.host.response_header_values(response_header).first() {
+        *memory = Some(if response_header == "set-cookie" { value.split(';').next().unwrap().to_string() } else { value.clone() });
     }
     f.only_record()
 }
 
 #[test]
 fn every_type_reports_every_outcome_once() {
-    let routes = ["web", "ip", "app", "prefix", "tenant", "tls", "mesh"];
+    let routes = ["web", "ip", "app", "prefix", "tenant", "tls", "mesh", "api", "mcp", "mcp-prefix"];
     for (server_down, moved) in [("immediate", "repicked"), ("never", "kept")] {
         let mut f = Fixture::new(one_of_each(server_down));
         for route in routes {
@@ -508,4 +523,64 @@ fn every_type_reports_every_outcome_once() {
             assert_eq!(f.stat(&format!("{route}.no_upstream")), 1, "{route}");
         }
     }
+}
+
+#[test]
+fn a_session_header_carries_the_token_the_backend_never_sees() {
+    let mut f = Fixture::new(config());
+    let record = f.exchange("api", &[], Some(A), &[("x-session-token", "from-the-backend")]);
+    assert_eq!(record, format!("profile=api type=session_header outcome=new server={A}"));
+    let token = f.host.response_header("x-session-token").unwrap();
+    assert_eq!(f.host.response_header_values("x-session-token").len(), 1, "the filter's token replaces a backend's value");
+    assert_ne!(token, "from-the-backend");
+    let mut stream = f.request("api", &[("x-session-token", &token)]);
+    assert_eq!(f.pinned().as_deref(), Some(A));
+    assert_eq!(f.host.request_header("x-session-token"), None, "the backend never sees the token");
+    f.respond(&mut stream, Some(A), &[]);
+    assert_eq!(f.host.response_header("x-session-token"), None, "nothing to say while the session holds");
+    // A cookie's token is not a session header's: bound to its use and name.
+    let cookie_token = sealed(1, 1, claims(A));
+    let value = cookie_token.trim_start_matches("AVI_COOKIE=");
+    f.exchange("api", &[("x-session-token", value)], Some(B), &[]);
+    assert_eq!(f.stat("api.rejected.forged"), 1);
+}
+
+#[test]
+fn app_header_table_learns_once_follows_the_session_and_forgets_it_on_delete() {
+    let mut f = Fixture::new(config());
+    f.exchange("mcp", &[(":method", "POST")], Some(A), &[("mcp-session-id", "S1")]);
+    // The server repeats the id on every response: no news, no write.
+    for _ in 0..3 {
+        let record = f.exchange("mcp", &[(":method", "POST"), ("mcp-session-id", "S1")], Some(A), &[("mcp-session-id", "S1")]);
+        assert_eq!(record, format!("profile=mcp type=app_header outcome=pinned server={A}"));
+        assert_eq!(f.host.response_header("mcp-session-id").as_deref(), Some("S1"), "table mode leaves the header alone");
+    }
+    assert_eq!((f.stat("mcp.learned"), f.stat("mcp.entries")), (1, 1));
+    // A DELETE the backend refused keeps the session; one it accepted ends it.
+    f.exchange("mcp", &[(":method", "DELETE"), ("mcp-session-id", "S1")], Some(A), &[(":status", "409")]);
+    assert_eq!(f.stat("mcp.entries"), 1);
+    f.exchange("mcp", &[(":method", "DELETE"), ("mcp-session-id", "S1")], Some(A), &[(":status", "200"), ("mcp-session-id", "S1")]);
+    assert_eq!(f.stat("mcp.entries"), 0);
+    f.request("mcp", &[(":method", "POST"), ("mcp-session-id", "S1")]);
+    assert_eq!(f.pinned(), None, "a forgotten session is load balanced");
+}
+
+#[test]
+fn app_header_prefix_seals_the_value_once_and_the_backend_sees_its_own() {
+    let mut f = Fixture::new(config());
+    f.exchange("mcp-prefix", &[], Some(A), &[("mcp-session-id", "S1")]);
+    let sealed = f.host.response_header("mcp-session-id").unwrap();
+    assert!(sealed.ends_with(".S1") && sealed.len() > 40, "{sealed}");
+    for _ in 0..3 {
+        let mut stream = f.request("mcp-prefix", &[("mcp-session-id", &sealed)]);
+        assert_eq!(f.pinned().as_deref(), Some(A));
+        assert_eq!(f.host.request_header("mcp-session-id").as_deref(), Some("S1"), "the backend sees exactly its own value");
+        f.respond(&mut stream, Some(A), &[("mcp-session-id", "S1")]);
+        assert_eq!(f.host.response_header("mcp-session-id").as_deref(), Some(sealed.as_str()), "the client's seal again, not a new one");
+        assert_eq!(f.host.called("now"), 0, "echoing the seal reads no clock and seals nothing");
+    }
+    assert_eq!(f.stat("mcp-prefix.learned"), 1);
+    // A value the filter did not seal passes as it is.
+    f.exchange("mcp-prefix", &[("mcp-session-id", "plain")], Some(B), &[]);
+    assert_eq!(f.host.request_header("mcp-session-id").as_deref(), Some("plain"));
 }

@@ -204,6 +204,13 @@ impl HttpStream for FakeHost {
         Ok(())
     }
 
+    fn set_response_header(&mut self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.call(&format!("set_response_header:{name}"))?;
+        self.response_headers.retain(|(n, _)| n != name);
+        self.response_headers.push((name.to_string(), value.to_vec()));
+        Ok(())
+    }
+
     fn remove_response_header(&mut self, name: &str) -> Result<(), HostError> {
         self.call(&format!("remove_response_header:{name}"))?;
         self.response_headers.retain(|(n, _)| n != name);

@@ -83,6 +83,8 @@ pub trait HttpStream: Host {
     /// Every response header, with one host call.
     fn response_headers(&mut self) -> Result<Headers, HostError>;
     fn add_response_header(&mut self, name: &str, value: &[u8]) -> Result<(), HostError>;
+    /// Replaces every value of response header `name` with `value`.
+    fn set_response_header(&mut self, name: &str, value: &[u8]) -> Result<(), HostError>;
     fn remove_response_header(&mut self, name: &str) -> Result<(), HostError>;
     /// None when Envoy does not have the attribute here.
     fn attribute(&mut self, attribute: Attribute) -> Result<Option<Vec<u8>>, HostError>;

@@ -132,12 +132,15 @@ pub fn issued(name: &str, set_cookies: &[impl AsRef<[u8]>]) -> Option<Issued> {
     })
 }
 
-/// Table mode, once the response's Set-Cookie is known: the writes to make. A session id the
+/// Table mode, once the response's session id is known: the writes to make. A session id the
 /// backend issued is recorded for the server that issued it, and a replaced or deleted id is
-/// forgotten; otherwise `write` (the rule of every table-backed profile) applies to the request's id.
-pub fn table_writes(request_key: Option<u64>, write: Option<Write>, upstream: Option<Endpoint>, issued: Option<Issued>, now: u32) -> Vec<(u64, Write)> {
+/// forgotten; otherwise `write` (the rule of every table-backed profile) applies to the request's id,
+/// also when the backend repeats the request's own id on the server it is pinned to (some send it
+/// on every response: that is no news, and no table write).
+pub fn table_writes(request_key: Option<u64>, write: Option<Write>, upstream: Option<Endpoint>, issued: Option<Issued>, now: u32, pinned_there: bool) -> Vec<(u64, Write)> {
     let mut writes = Vec::new();
     match (issued, upstream) {
+        (Some(Issued::Value(value)), Some(_)) if pinned_there && request_key == Some(key(&value)) => writes.extend(request_key.zip(write)),
         (Some(Issued::Value(value)), Some(upstream)) => {
             let issued_key = key(&value);
             writes.push((issued_key, Write::Learn(Entry { touched: now, record: upstream })));
@@ -256,7 +259,7 @@ pub enum Pending {
 }
 
 pub enum Writes {
-    Table { key: Option<u64>, snapshot: Option<Snapshot>, write: Option<Write>, upstream: Option<Endpoint>, now: u32 },
+    Table { key: Option<u64>, snapshot: Option<Snapshot>, write: Option<Write>, upstream: Option<Endpoint>, now: u32, pinned_there: bool },
     Prefix { found: Prefixed, outcome: Outcome, upstream: Option<Endpoint> },
 }
 
@@ -300,7 +303,8 @@ impl Persistence for Settings {
         match pending {
             Pending::Table { key, snapshot, pin, now } => {
                 let (outcome, write) = table_backed::decide(pin, upstream, server_down, self.timeout, now);
-                Responded { outcome, rejected: None, writes: Writes::Table { key, snapshot, write, upstream, now } }
+                let pinned_there = upstream.is_some() && pin.map(|p| p.record) == upstream;
+                Responded { outcome, rejected: None, writes: Writes::Table { key, snapshot, write, upstream, now, pinned_there } }
             }
             Pending::Prefix { found } => {
                 let outcome = outcome::outcome(pinned(&found), upstream, server_down);
@@ -317,8 +321,8 @@ impl Persistence for Settings {
         let response_headers = cx.host.response_headers()?;
         let set_cookies: Vec<&[u8]> = response_headers.values("set-cookie").collect();
         match writes {
-            Writes::Table { key, snapshot, write, upstream, now } => {
-                let writes = table_writes(key, write, upstream, issued(&self.name, &set_cookies), now);
+            Writes::Table { key, snapshot, write, upstream, now, pinned_there } => {
+                let writes = table_writes(key, write, upstream, issued(&self.name, &set_cookies), now, pinned_there);
                 if writes.iter().any(|(_, w)| matches!(w, Write::Learn(_))) {
                     cx.count(ProfileCounter::Learned);
                 }

@@ -96,6 +96,8 @@ persistence_types! {
     AppCookie: app_cookie,
     HttpHeader: http_header,
     Tls: tls,
+    SessionHeader: session_header,
+    AppHeader: app_header,
 }
 
 impl Kind {

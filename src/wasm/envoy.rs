@@ -83,6 +83,10 @@ impl HttpStream for Envoy {
         ffi::add_header(Map::ResponseHeaders, name, value).map_err(failed("add_header_map_value"))
     }
 
+    fn set_response_header(&mut self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        ffi::replace_header(Map::ResponseHeaders, name, value).map_err(failed("replace_header_map_value"))
+    }
+
     fn remove_response_header(&mut self, name: &str) -> Result<(), HostError> {
         ffi::remove_header(Map::ResponseHeaders, name).map_err(failed("remove_header_map_value"))
     }

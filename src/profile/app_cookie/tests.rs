@@ -69,7 +69,8 @@ fn reads_what_the_backend_issued() {
 /// The response of a table-mode request: its outcome (the rule of every table-backed type) and its writes.
 fn decide_table(key: Option<u64>, pin: Option<Entry<Endpoint>>, upstream: Option<Endpoint>, issued: Option<Issued>, mode: ServerDown, timeout: u32, now: u32) -> (Outcome, Vec<(u64, Write)>) {
     let (outcome, write) = table_backed::decide(pin, upstream, mode, timeout, now);
-    (outcome, table_writes(key, write, upstream, issued, now))
+    let pinned_there = upstream.is_some() && pin.map(|p| p.record) == upstream;
+    (outcome, table_writes(key, write, upstream, issued, now, pinned_there))
 }
 
 #[test]
@@ -91,6 +92,13 @@ fn table_mode_learns_issued_ids_and_moves_with_session_changes() {
     let (outcome, writes) = decide_table(Some(k_old), None, Some(server(2)), None, ServerDown::Immediate, 60, 1000);
     assert_eq!(outcome, Outcome::New);
     assert_eq!(writes, vec![(k_old, Write::InsertIfAbsent(Entry { touched: 1000, record: server(2) }))]);
+    // The backend repeats the request's id on the server it is pinned to: no news, no write.
+    let pinned = Some(Entry { touched: 999, record: server(1) });
+    let (outcome, writes) = decide_table(Some(k_old), pinned, Some(server(1)), Some(Issued::Value(b"OLD".to_vec())), ServerDown::Immediate, 60, 1000);
+    assert_eq!((outcome, writes), (Outcome::Pinned, vec![]));
+    // ... but after a move it is learned for the new server.
+    let (outcome, writes) = decide_table(Some(k_old), pinned, Some(server(2)), Some(Issued::Value(b"OLD".to_vec())), ServerDown::Immediate, 60, 1000);
+    assert_eq!((outcome, writes), (Outcome::Repicked, vec![(k_old, Write::Learn(Entry { touched: 1000, record: server(2) }))]));
     // No id at all and nothing issued: nothing to record.
     assert_eq!(decide_table(None, None, Some(server(2)), None, ServerDown::Immediate, 60, 1000), (Outcome::New, vec![]));
 }
