@@ -6,7 +6,7 @@ TEST_THREADS ?= 3
 
 BENCH_WASM := target/bench/wasm32-wasip1/release/envoy_persistence.wasm
 
-.PHONY: build envoy browser bench-tools bench-wasm test check lint unit integration fuzz-smoke fuzz soak demo demo-check bench bench-smoke clean
+.PHONY: build envoy browser test-clients bench-tools bench-wasm test check lint unit integration fuzz-smoke fuzz soak demo demo-check bench bench-smoke clean
 
 ## build: the release .wasm (installs the wasm toolchain if missing)
 build:
@@ -17,13 +17,17 @@ build:
 envoy:
 	@scripts/install-envoy.sh >/dev/null
 
+## test-clients: the real protocol peers the tests drive (MCP Python SDK, grpcio) into .venv
+test-clients:
+	@scripts/install-test-clients.sh >/dev/null
+
 ## browser: Debian's Chromium and ChromeDriver (the demo check drives a real browser)
 browser:
 	@scripts/install-browser.sh
 
 ## test: lints, native unit tests, integration tests against the real Envoy (and a real browser),
 ## and one short round of the benchmark
-test: build envoy browser lint unit fuzz-smoke integration bench-smoke
+test: build envoy browser test-clients lint unit fuzz-smoke integration bench-smoke
 
 ## check: the inner loop, in seconds and with no installs: lint and the native unit and flow tests
 check: lint unit

@@ -439,3 +439,40 @@ fn a_backend_cannot_send_the_override_header_to_clients_either() {
     assert!(leaky.header("x-persistence-upstream").is_none(), "{leaky:?}");
     assert_eq!(envoy.counter("persistence.web.pinned"), 1);
 }
+
+#[test]
+fn a_quoted_cookie_is_honoured_and_a_session_cookie_still_ends_at_its_timeout() {
+    let (backends, envoy) = setup("http-cookie.yaml", |p| {
+        with_keys(&[(1, 21)], 1)(p);
+        p["profiles"][0]["http_cookie"]["persistent"] = json!(false);
+    });
+    let first = get(envoy.addr(), "/", &[]);
+    let set_cookie = set_cookie_for(&first, "AVI_COOKIE").unwrap();
+    assert!(!set_cookie.contains("Max-Age") && !set_cookie.contains("Expires"), "a session cookie: {set_cookie}");
+    let server = backend_of(&first);
+    // RFC 6265 allows the value in double quotes (Envoy's own tests send one).
+    let quoted = format!("a=1; AVI_COOKIE=\"{}\"; b=2", cookie_value(&set_cookie));
+    for _ in 0..5 {
+        assert_eq!(backend_of(&get(envoy.addr(), "/", &[("cookie", quoted.as_bytes())])), server);
+    }
+    let received = named(&backends, &server).last_received().unwrap();
+    assert_eq!(received.header("cookie"), Some(&b"a=1; b=2"[..]), "the backend never sees our cookie");
+    // The browser would keep a session cookie past timeout_minutes; the token still ends there.
+    let backend = named(&backends, &server);
+    let old = sealed(1, 21, "AVI_COOKIE", backend, now() - 43_300, Some(now() - 100));
+    let response = get(envoy.addr(), "/", &[("cookie", format!("AVI_COOKIE={old}").as_bytes())]);
+    assert!(set_cookie_for(&response, "AVI_COOKIE").is_some(), "an expired session gets a new cookie");
+    assert_eq!(envoy.counter("persistence.web.rejected.expired"), 1);
+    assert_eq!(envoy.counter("persistence.web.pinned"), 5);
+}
+
+#[test]
+fn a_partitioned_cookie_carries_the_attribute() {
+    let (_backends, envoy) = setup("http-cookie.yaml", |p| {
+        p["profiles"][0]["http_cookie"]["secure"] = json!("always");
+        p["profiles"][0]["http_cookie"]["same_site"] = json!("none");
+        p["profiles"][0]["http_cookie"]["partitioned"] = json!(true);
+    });
+    let set_cookie = set_cookie_for(&get(envoy.addr(), "/", &[]), "AVI_COOKIE").unwrap();
+    assert!(set_cookie.ends_with("; Secure; HttpOnly; SameSite=None; Partitioned"), "{set_cookie}");
+}

@@ -122,11 +122,37 @@ fn serve(stream: TcpStream, state: &State) {
         if state.stopped.load(Ordering::SeqCst) {
             return;
         }
+        if request.path.split('?').next().is_some_and(|p| p.ends_with("/events")) {
+            if stream_events(&mut writer, &request, state).is_err() {
+                return;
+            }
+            continue;
+        }
         let (status, headers, body) = respond(&request, state);
         if http::write_response(&mut writer, status, &headers, &body).is_err() {
             return;
         }
     }
+}
+
+/// `.../events?count=N&gap_ms=M`: a server-sent event stream, one event every M milliseconds, each
+/// written and flushed as it happens (chunked), so a client sees whether anything held it back.
+fn stream_events(writer: &mut TcpStream, request: &http::Request, state: &State) -> std::io::Result<()> {
+    use std::io::Write;
+    let query = request.path.split_once('?').map_or("", |(_, q)| q);
+    let param = |name: &str| query.split('&').filter_map(|p| p.split_once('=')).find(|(k, _)| *k == name).and_then(|(_, v)| v.parse::<u64>().ok());
+    let (count, gap) = (param("count").unwrap_or(3), std::time::Duration::from_millis(param("gap_ms").unwrap_or(300)));
+    write!(writer, "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nx-backend: {}\r\ntransfer-encoding: chunked\r\n\r\n", state.name)?;
+    for i in 0..count {
+        if i > 0 {
+            thread::sleep(gap);
+        }
+        let event = format!("data: event {i}\n\n");
+        write!(writer, "{:x}\r\n{event}\r\n", event.len())?;
+        writer.flush()?;
+    }
+    writer.write_all(b"0\r\n\r\n")?;
+    writer.flush()
 }
 
 fn respond(request: &http::Request, state: &State) -> (u16, Headers, Vec<u8>) {

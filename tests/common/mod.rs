@@ -8,6 +8,7 @@ pub mod client;
 pub mod envoy;
 pub mod h2client;
 pub mod http;
+pub mod python;
 pub mod tls;
 
 pub use backend::Backend;
