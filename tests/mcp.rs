@@ -43,6 +43,13 @@ fn mcp_sessions_stay_on_their_server_in_table_mode_and_are_forgotten_when_they_e
     assert_eq!(envoy.counter("persistence.mcp.learned"), SESSIONS as u64);
     envoy.wait_until("every ended session to be forgotten", || envoy.counter("persistence.mcp.entries") == 0);
     assert!(envoy.counter("persistence.mcp.pinned") >= (SESSIONS * CALLS) as u64, "{}", envoy.counter("persistence.mcp.pinned"));
+    println!(
+        "table mode: {} of {SESSIONS} sessions succeeded, {} requests pinned, {} new, learned {}, entries after the DELETEs 0",
+        result["succeeded"],
+        envoy.counter("persistence.mcp.pinned"),
+        envoy.counter("persistence.mcp.new"),
+        envoy.counter("persistence.mcp.learned")
+    );
 }
 
 #[test]
@@ -56,6 +63,13 @@ fn mcp_sessions_stay_on_their_server_in_prefix_mode() {
     assert_all_sessions_stuck(&result);
     assert_eq!(envoy.counter("persistence.mcp.learned"), SESSIONS as u64, "sealed once per session, then echoed");
     assert_eq!(envoy.counter("persistence.mcp.rejected.forged"), 0);
+    println!(
+        "prefix mode: {} of {SESSIONS} sessions succeeded, {} requests pinned, {} new, sealed {}",
+        result["succeeded"],
+        envoy.counter("persistence.mcp.pinned"),
+        envoy.counter("persistence.mcp.new"),
+        envoy.counter("persistence.mcp.learned")
+    );
 }
 
 #[test]

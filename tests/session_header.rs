@@ -64,6 +64,7 @@ fn every_call_of_a_grpc_session_reaches_one_server() {
     let servers: HashSet<&str> = per_client.iter().map(|s| s[0].as_str().unwrap()).collect();
     assert!(servers.len() > 1, "sessions are balanced over the servers: {result}");
     assert_eq!(envoy.counter("persistence.api.pinned"), 120);
+    println!("gRPC sessions: {result}");
     assert!(envoy.stats().get("cluster.grpc.upstream_cx_http2_total").copied().unwrap_or(0) > 0, "HTTP/2 to the gRPC servers");
 }
 
