@@ -14,4 +14,4 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
 fi
 cargo clippy --lib --target wasm32-wasip1 -- -D warnings
 cargo clippy --lib --target wasm32-wasip1 --features bench -- -D warnings
-cargo clippy --lib --tests --examples -- -D warnings
+cargo clippy --lib --bins --tests --examples -- -D warnings

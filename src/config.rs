@@ -8,6 +8,9 @@ use crate::keyring::{Secret, KEY_LEN};
 use crate::profile::{self, Profile};
 use base64::Engine;
 
+/// Reads an environment variable of the VM (None: unset).
+pub type Environment<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 pub const DEFAULT_OVERRIDE_HEADER: &str = "x-persistence-upstream";
 
 #[derive(Debug)]
@@ -15,6 +18,9 @@ pub struct Config {
     /// Configured keys (id, secret); empty means "generate one per Envoy process". Taken out once
     /// the keyring is built (`crate::plugin`), so the raw bytes do not outlive configuration.
     pub keys: Vec<(u8, Secret)>,
+    /// The environment variable holding the keys instead of `keys` (a Kubernetes Secret, say).
+    /// `parse` leaves it unread; `parse_with_environment` reads it into `keys`.
+    pub keys_env: Option<String>,
     /// The key new tokens are sealed with; set exactly when `keys` is not empty.
     pub primary_key_id: Option<u8>,
     /// The request header Envoy's stateful_session filter reads (header mode).
@@ -62,14 +68,26 @@ impl Config {
         )
     }
 
+    /// Reads a configuration without looking at the environment: `keys_env` is checked, not read
+    /// (what the configuration checker needs, and tests).
     pub fn parse(text: &[u8]) -> Result<Config, Vec<ConfigError>> {
+        Config::parse_in(text, None)
+    }
+
+    /// Reads a configuration as the filter runs it: `keys_env` is read through `environment`, and
+    /// an unset or invalid variable is an error like any other.
+    pub fn parse_with_environment(text: &[u8], environment: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<ConfigError>> {
+        Config::parse_in(text, Some(environment))
+    }
+
+    fn parse_in(text: &[u8], environment: Option<Environment>) -> Result<Config, Vec<ConfigError>> {
         let mut errors = Errors::default();
         let config = if text.iter().all(u8::is_ascii_whitespace) {
             errors.add("", "is empty: expected a JSON object (see README, \"Configuration\")");
             None
         } else {
             match serde_json::from_slice::<serde_json::Value>(text) {
-                Ok(value) => read(Field { path: String::new(), value: &value }, &mut errors),
+                Ok(value) => read(Field { path: String::new(), value: &value }, environment, &mut errors),
                 Err(error) => {
                     errors.add("", format!("is not valid JSON: {error}"));
                     None
@@ -83,14 +101,29 @@ impl Config {
     }
 }
 
-fn read(root: Field, errors: &mut Errors) -> Option<Config> {
+fn read(root: Field, environment: Option<Environment>, errors: &mut Errors) -> Option<Config> {
     let mut object = root.object(errors)?;
 
-    let keys = object.field("keys").map(|f| read_keys(f, errors)).unwrap_or_default();
+    let keys_field = object.field("keys");
+    let keys_given = keys_field.is_some();
+    let mut keys = keys_field.map(|f| read_keys(f, errors)).unwrap_or_default();
+    let keys_env = object.field("keys_env").and_then(|field| {
+        let name = field.string_where(is_environment_variable_name, "must be an environment variable name (letters, digits and _)", errors)?;
+        if keys_given {
+            errors.add(&field.path, "and keys are both set: give the keys in one place");
+        } else if let Some(environment) = environment {
+            keys = keys_from_environment(&field.path, name, environment, errors);
+        }
+        Some(name.to_string())
+    });
+    // Keys the environment will give are not known yet: primary_key_id is checked against them then.
+    let keys_unread = keys_env.is_some() && environment.is_none();
     let primary_key_id = match object.field("primary_key_id") {
         Some(field) => field.integer(1, 255, errors).map(|id| {
             let id = id as u8;
-            if keys.is_empty() {
+            if keys_unread {
+                // Checked once the environment is read.
+            } else if keys.is_empty() {
                 errors.add(&field.path, "is set but no keys are configured");
             } else if !keys.iter().any(|(key_id, _)| *key_id == id) {
                 errors.add(&field.path, format!("must be the id of one of the keys, got {id}"));
@@ -165,7 +198,39 @@ fn read(root: Field, errors: &mut Errors) -> Option<Config> {
     let client_address =
         object.field("client_address").and_then(|f| f.choice(&client_address::Source::CHOICES, errors)).unwrap_or(client_address::Source::Envoy);
     object.finish(errors, |_| None);
-    Some(Config { keys, primary_key_id, override_header, decision_header, profiles, default_profile, routes, client_address })
+    Some(Config { keys, keys_env, primary_key_id, override_header, decision_header, profiles, default_profile, routes, client_address })
+}
+
+/// The keys in environment variable `name`: the JSON of `keys`, or one key entry as
+/// `envoy-persistence keygen` prints it. The value never appears in an error message.
+fn keys_from_environment(path: &str, name: &str, environment: &dyn Fn(&str) -> Option<String>, errors: &mut Errors) -> Vec<(u8, Secret)> {
+    let Some(text) = environment(name) else {
+        errors.add(
+            path,
+            format!(
+                "names {name}, which is not set in the Wasm VM: list it in vm_config.environment_variables.host_env_keys and set it in \
+                 Envoy's environment (Istio: vmConfig.env with valueFrom: HOST)"
+            ),
+        );
+        return Vec::new();
+    };
+    let value = match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(serde_json::Value::Object(entry)) => serde_json::Value::Array(vec![serde_json::Value::Object(entry)]),
+        Ok(list) => list,
+        Err(_) => {
+            errors.add(path, format!("{name} is not JSON: expected [{{\"id\": 1, \"secret\": \"...\"}}] (envoy-persistence keygen prints an entry)"));
+            return Vec::new();
+        }
+    };
+    let keys = read_keys(Field { path: format!("{path} ({name})"), value: &value }, errors);
+    if keys.is_empty() && matches!(&value, serde_json::Value::Array(list) if list.is_empty()) {
+        errors.add(path, format!("{name} holds no keys"));
+    }
+    keys
+}
+
+fn is_environment_variable_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with(|c: char| c.is_ascii_digit()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 fn read_keys(field: Field, errors: &mut Errors) -> Vec<(u8, Secret)> {

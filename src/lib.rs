@@ -15,8 +15,12 @@
 //! - `persistence`: the interface of a persistence type; `profile`: the types, one module each
 //! - `config`: the plugin configuration; `plugin`: a configuration ready for requests
 //! - `flow`: one HTTP stream through the filter; `housekeeping`: table sweeps
+//! - `check`, `inspect` (native only): the configuration checker and the token inspector of the
+//!   `envoy-persistence` command
 //! - `wasm`: the proxy-wasm host (FFI, SDK contexts, the host interface for Envoy's Wasm ABI)
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod check;
 pub mod client_address;
 pub mod config;
 pub mod config_reader;
@@ -28,6 +32,8 @@ pub mod flow;
 pub mod header_pairs;
 pub mod host;
 pub mod housekeeping;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod inspect;
 pub mod keyring;
 pub mod metrics;
 pub mod outcome;

@@ -13,6 +13,7 @@ use crate::host::{HostError, HttpStream};
 use crate::metrics::ProfileCounter;
 use crate::outcome::{Outcome, ServerDown};
 use crate::state::State;
+use crate::token::Purpose;
 
 /// What a type's request phase decided.
 pub enum Requested<P> {
@@ -69,6 +70,17 @@ pub struct TableSpec {
 }
 
 /// What a type tells the rest of the filter about itself (used at configure time).
+/// Where and how a type's tokens are sealed: enough to open one outside Envoy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenSpec {
+    pub purpose: Purpose,
+    /// The cookie or header that carries the token (bound into the seal).
+    pub name: String,
+    /// Absolute lifetime and idle window, seconds (None: not limited).
+    pub timeout: Option<u64>,
+    pub idle_timeout: Option<u64>,
+}
+
 pub trait Describe {
     /// The settings an operator reads in the startup summary, e.g. `cookie AVI_COOKIE`.
     fn summary(&self) -> String;
@@ -79,6 +91,11 @@ pub trait Describe {
     }
     /// The client grouping the connection counter must track for this type (client IP keys).
     fn tracking(&self) -> Option<Tracking> {
+        None
+    }
+    /// The tokens this type hands clients, sealed with the keyring (so it needs `keys` shared by
+    /// every replica and kept across restarts).
+    fn tokens(&self) -> Option<TokenSpec> {
         None
     }
 }

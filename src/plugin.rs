@@ -39,7 +39,7 @@ impl Plugin {
     /// Envoy must reject the plugin: every error is logged (field path and rule) and counted in
     /// `persistence.config_errors`.
     pub fn configure(text: &[u8], host: &impl Host) -> Option<Plugin> {
-        let plugin = match Config::parse(text) {
+        let plugin = match Config::parse_with_environment(text, &|name| host.environment_variable(name)) {
             Ok(config) => Plugin::build(config, host).map_err(|unusable| log::error!("plugin rejected: {unusable}")).ok(),
             Err(errors) => {
                 for error in &errors {

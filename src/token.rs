@@ -106,6 +106,11 @@ pub fn seal(keyring: &Keyring, purpose: Purpose, name: &str, claims: &Claims, no
     Some(BASE64.encode(bytes))
 }
 
+/// The key id a token names, if it decodes (diagnostics: which key a client's token needs).
+pub fn key_id(token: &[u8]) -> Option<u8> {
+    BASE64.decode(token).ok()?.get(1).copied()
+}
+
 /// Opens a token (no cache: see `Tokens::open`). Expiry is not judged here: the caller compares
 /// the claims with its clock.
 pub fn open(keyring: &Keyring, purpose: Purpose, name: &str, token: &[u8]) -> Result<Opened, OpenError> {

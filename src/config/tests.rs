@@ -71,7 +71,7 @@ fn a_single_key_is_primary_by_default() {
 fn every_rule_is_reported_with_its_path() {
     let cases: Vec<(serde_json::Value, Vec<&str>)> = vec![
         (json!([]), vec!["configuration: must be an object, got an array"]),
-        (json!({"profile": []}), vec!["profile: unknown field (known fields here: client_address, decision_header, default_profile, keys, override_header, primary_key_id, profiles, routes)"]),
+        (json!({"profile": []}), vec!["profile: unknown field (known fields here: client_address, decision_header, default_profile, keys, keys_env, override_header, primary_key_id, profiles, routes)"]),
         (json!({"keys": [{"id": 1, "secret": "c2hvcnQ="}]}), vec!["keys[0].secret: must be base64 of exactly 32 random bytes, got 5 bytes (make one with: openssl rand -base64 32)"]),
         (json!({"keys": [{"id": 1, "secret": "not base64!"}]}), vec!["keys[0].secret: is not valid base64 (make one with: openssl rand -base64 32)"]),
         (json!({"keys": [{"id": 0, "secret": SECRET_1}]}), vec!["keys[0].id: must be an integer between 1 and 255, got number 0"]),
@@ -124,4 +124,42 @@ fn client_address_is_envoy_by_default_and_peer_on_request() {
     assert_eq!(Config::parse(b"{}").unwrap().client_address, Source::Envoy);
     assert_eq!(Config::parse(br#"{"client_address": "peer"}"#).unwrap().client_address, Source::Peer);
     assert_eq!(errors_of(json!({"client_address": "xff"})), vec![r#"client_address: must be one of "envoy", "peer", got string "xff""#]);
+}
+
+#[test]
+fn keys_env_reads_the_keys_from_the_environment_as_the_filter_runs() {
+    let env = |value: Option<&'static str>| move |name: &str| (name == "PERSISTENCE_KEYS").then_some(value).flatten().map(str::to_string);
+    let parse = |config: serde_json::Value, value: Option<&'static str>| Config::parse_with_environment(config.to_string().as_bytes(), &env(value));
+    let list: &'static str = Box::leak(json!([{"id": 1, "secret": SECRET_1}, {"id": 2, "secret": SECRET_2}]).to_string().into_boxed_str());
+    let config = parse(json!({"keys_env": "PERSISTENCE_KEYS", "primary_key_id": 2}), Some(list)).unwrap();
+    assert_eq!((config.keys, config.primary_key_id), (vec![(1, Secret([1; 32])), (2, Secret([2; 32]))], Some(2)));
+    // One entry as `envoy-persistence keygen` prints it.
+    let entry: &'static str = Box::leak(json!({"id": 7, "secret": SECRET_1}).to_string().into_boxed_str());
+    let config = parse(json!({"keys_env": "PERSISTENCE_KEYS"}), Some(entry)).unwrap();
+    assert_eq!((config.keys, config.primary_key_id), (vec![(7, Secret([1; 32]))], Some(7)));
+    let errors = |config: serde_json::Value, value: Option<&'static str>| parse(config, value).unwrap_err().iter().map(ToString::to_string).collect::<Vec<_>>();
+    let unset = errors(json!({"keys_env": "PERSISTENCE_KEYS"}), None);
+    assert_eq!(unset.len(), 1);
+    assert!(
+        unset[0].starts_with("keys_env: names PERSISTENCE_KEYS, which is not set in the Wasm VM: list it in vm_config.environment_variables.host_env_keys"),
+        "{unset:?}"
+    );
+    assert_eq!(
+        errors(json!({"keys_env": "PERSISTENCE_KEYS"}), Some("secret!")),
+        vec!["keys_env: PERSISTENCE_KEYS is not JSON: expected [{\"id\": 1, \"secret\": \"...\"}] (envoy-persistence keygen prints an entry)"]
+    );
+    assert_eq!(errors(json!({"keys_env": "PERSISTENCE_KEYS"}), Some("[]")), vec!["keys_env: PERSISTENCE_KEYS holds no keys"]);
+    assert_eq!(
+        errors(json!({"keys_env": "PERSISTENCE_KEYS"}), Some(r#"[{"id": 1, "secret": "c2hvcnQ="}]"#)),
+        vec!["keys_env (PERSISTENCE_KEYS)[0].secret: must be base64 of exactly 32 random bytes, got 5 bytes (make one with: openssl rand -base64 32)"]
+    );
+    assert_eq!(
+        errors(json!({"keys_env": "PERSISTENCE_KEYS", "primary_key_id": 3}), Some(list)),
+        vec!["primary_key_id: must be the id of one of the keys, got 3"]
+    );
+    assert_eq!(errors(json!({"keys_env": "PERSISTENCE_KEYS", "keys": []}), Some(list)), vec!["keys_env: and keys are both set: give the keys in one place"]);
+    assert_eq!(errors(json!({"keys_env": "1X"}), Some(list)), vec!["keys_env: must be an environment variable name (letters, digits and _), got \"1X\""]);
+    // Without the environment (the checker), the name is checked and the keys left unread.
+    let config = Config::parse(json!({"keys_env": "PERSISTENCE_KEYS", "primary_key_id": 2}).to_string().as_bytes()).unwrap();
+    assert_eq!((config.keys.len(), config.keys_env.as_deref(), config.primary_key_id), (0, Some("PERSISTENCE_KEYS"), Some(2)));
 }

@@ -27,6 +27,8 @@ pub struct FakeHost {
     /// Attributes by name: `source.address`, `upstream.address`, `route_name`, `route_profile`,
     /// `tls_version`, `peer_certificate`, `filter_state.<key>`.
     pub attributes: HashMap<String, Vec<u8>>,
+    /// The VM's environment variables.
+    pub environment: HashMap<String, String>,
     /// What `pin` was called with: the endpoint and the override header.
     pub pinned: Option<(Endpoint, String)>,
     pub records: Vec<String>,
@@ -46,6 +48,7 @@ impl Default for FakeHost {
             request_headers: Vec::new(),
             response_headers: Vec::new(),
             attributes: HashMap::new(),
+            environment: HashMap::new(),
             pinned: None,
             records: Vec::new(),
             calls: RefCell::default(),
@@ -159,6 +162,10 @@ impl Host for FakeHost {
             *byte = self.random_state.get();
         }
         Ok(())
+    }
+
+    fn environment_variable(&self, name: &str) -> Option<String> {
+        self.environment.get(name).cloned()
     }
 
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {

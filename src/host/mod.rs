@@ -50,6 +50,9 @@ pub trait Host {
     /// Wall-clock time, unix seconds.
     fn now(&self) -> u64;
     fn fill_random(&self, bytes: &mut [u8]) -> Result<(), HostError>;
+    /// An environment variable the host gives the filter (Envoy: the VM's
+    /// `environment_variables`), None when unset or not text.
+    fn environment_variable(&self, name: &str) -> Option<String>;
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError>;
     /// A failed stat update is not worth failing a request over: it is dropped.
     fn increment_metric(&self, id: MetricId, delta: i64);

@@ -18,7 +18,7 @@ use crate::header_pairs::Headers;
 use crate::host::{HostError, HttpStream};
 use crate::metrics::ProfileCounter;
 use crate::outcome::{self, Outcome, ServerDown};
-use crate::persistence::{Describe, Persistence, Requested, Responded, TableSpec};
+use crate::persistence::{TokenSpec, Describe, Persistence, Requested, Responded, TableSpec};
 use crate::state::State;
 use crate::table::{hash_key, Entry, Snapshot};
 use crate::token::{self, Claims, OpenError, Purpose, Rejection, Tokens};
@@ -249,6 +249,10 @@ impl Describe for Settings {
 
     fn table(&self) -> Option<TableSpec> {
         (self.mode == Mode::Table).then_some(TableSpec { max_entries: self.max_entries, timeout: self.timeout, connection_aware: false })
+    }
+
+    fn tokens(&self) -> Option<TokenSpec> {
+        (self.mode == Mode::Prefix).then(|| TokenSpec { purpose: Purpose::AppCookiePrefix, name: self.name.clone(), timeout: None, idle_timeout: None })
     }
 }
 

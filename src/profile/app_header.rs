@@ -20,7 +20,7 @@ use crate::header_pairs::Headers;
 use crate::host::{HostError, HttpStream};
 use crate::metrics::ProfileCounter;
 use crate::outcome::{self, Outcome, ServerDown};
-use crate::persistence::{Describe, Persistence, Requested, Responded, TableSpec};
+use crate::persistence::{TokenSpec, Describe, Persistence, Requested, Responded, TableSpec};
 use crate::state::State;
 use crate::table::{Entry, Snapshot};
 use crate::token::{Claims, Purpose, Rejection};
@@ -87,6 +87,10 @@ impl Describe for Settings {
 
     fn table(&self) -> Option<TableSpec> {
         (self.mode == Mode::Table).then_some(TableSpec { max_entries: self.max_entries, timeout: self.timeout, connection_aware: false })
+    }
+
+    fn tokens(&self) -> Option<TokenSpec> {
+        (self.mode == Mode::Prefix).then(|| TokenSpec { purpose: Purpose::AppHeaderPrefix, name: self.name.clone(), timeout: None, idle_timeout: None })
     }
 }
 

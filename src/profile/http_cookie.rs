@@ -11,7 +11,7 @@ use crate::header_pairs::Headers;
 use crate::host::{HostError, HttpStream};
 use crate::metrics::ProfileCounter;
 use crate::outcome::ServerDown;
-use crate::persistence::{Describe, Persistence, Requested, Responded};
+use crate::persistence::{TokenSpec, Describe, Persistence, Requested, Responded};
 use crate::state::State;
 use crate::token::{self, Purpose, Tokens};
 
@@ -151,6 +151,10 @@ impl Describe for Settings {
 
     fn counters(&self) -> Vec<ProfileCounter> {
         sealed::counters()
+    }
+
+    fn tokens(&self) -> Option<TokenSpec> {
+        Some(TokenSpec { purpose: Purpose::HttpCookie, name: self.name.clone(), timeout: self.timeout, idle_timeout: self.idle_timeout })
     }
 }
 

@@ -13,7 +13,7 @@ use crate::header_pairs::Headers;
 use crate::host::{HostError, HttpStream};
 use crate::metrics::ProfileCounter;
 pub use crate::outcome::{Outcome, ServerDown};
-use crate::persistence::{Describe, Persistence, Requested, Responded, TableSpec};
+use crate::persistence::{Describe, Persistence, Requested, Responded, TableSpec, TokenSpec};
 use crate::state::State;
 
 /// Declares the persistence types: `Variant: module` each. Generates the module declarations,
@@ -117,6 +117,10 @@ impl Kind {
     /// The client grouping and timeout the connection counter must track for this profile.
     pub fn tracking(&self) -> Option<Tracking> {
         self.describe().tracking()
+    }
+
+    pub fn tokens(&self) -> Option<TokenSpec> {
+        self.describe().tokens()
     }
 }
 

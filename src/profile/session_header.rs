@@ -13,7 +13,7 @@ use crate::header_pairs::Headers;
 use crate::host::{HostError, HttpStream};
 use crate::metrics::ProfileCounter;
 use crate::outcome::ServerDown;
-use crate::persistence::{Describe, Persistence, Requested, Responded};
+use crate::persistence::{TokenSpec, Describe, Persistence, Requested, Responded};
 use crate::state::State;
 use crate::token::Purpose;
 
@@ -60,6 +60,10 @@ impl Describe for Settings {
 
     fn counters(&self) -> Vec<ProfileCounter> {
         sealed::counters()
+    }
+
+    fn tokens(&self) -> Option<TokenSpec> {
+        Some(TokenSpec { purpose: Purpose::SessionHeader, name: self.name.clone(), timeout: self.lifetime.timeout, idle_timeout: self.lifetime.idle_timeout })
     }
 }
 

@@ -49,6 +49,11 @@ impl Host for Envoy {
         getrandom::fill(bytes).map_err(|_| HostError { call: "random_get", status: 0 })
     }
 
+    // WASI environ_get: Envoy hands the VM the variables its vm_config lists, nothing else.
+    fn environment_variable(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {
         let kind = match kind {
             MetricKind::Counter => ffi::MetricKind::Counter,
