@@ -134,7 +134,9 @@ fn a_configured_key_keeps_clients_pinned_across_an_envoy_restart() {
 
 #[test]
 fn without_keys_every_worker_shares_one_generated_key_but_a_restart_forgets_it() {
-    let (_backends, envoy) = setup("http-cookie.yaml", |_| {});
+    let (_backends, envoy) = setup("http-cookie.yaml", |p| {
+        p.as_object_mut().unwrap().remove("keys_env");
+    });
     let warnings = envoy.filter_log().iter().filter(|l| l.contains("no keys configured")).count();
     assert_eq!(warnings, 1, "one warning per Envoy process, from the worker that made the key");
     let mut jar = Jar::default();
@@ -147,6 +149,51 @@ fn without_keys_every_worker_shares_one_generated_key_but_a_restart_forgets_it()
     let response = jar.get_from(envoy.addr(), "/");
     assert!(set_cookie_for(&response, "AVI_COOKIE").is_some(), "a new process issues a new cookie");
     assert_eq!(envoy.counter("persistence.web.rejected.forged"), 1);
+}
+
+#[test]
+fn keys_from_the_environment_are_shared_by_replicas_and_survive_restarts() {
+    // The shipped configuration reads its keys from PERSISTENCE_KEYS (the harness sets test keys).
+    let backends = Backend::start_many(3);
+    let config = EnvoyConfig::load("http-cookie.yaml").backends("app", &backends).fast_health_checks();
+    assert_eq!(config.plugin_config()["keys_env"], "PERSISTENCE_KEYS");
+    let (a, b) = (Envoy::start(&config), Envoy::start(&config));
+    let mut jar = Jar::default();
+    let server = backend_of(&jar.get_from(a.addr(), "/"));
+    for _ in 0..10 {
+        assert_eq!(backend_of(&jar.get_from(b.addr(), "/")), server, "replica b honours replica a's cookie");
+    }
+    assert_eq!(b.counter("persistence.web.pinned"), 10);
+    assert!(!a.filter_log().iter().any(|l| l.contains("no keys configured")));
+    let a = a.restart();
+    assert_eq!(backend_of(&jar.get_from(a.addr(), "/")), server, "a restarted process keeps the keys");
+    assert_eq!(a.counter("persistence.web.pinned"), 1);
+
+    // Another fleet's keys: the cookie does not open, the client is re-balanced and re-issued.
+    let other = Envoy::start(&config.clone().environment("PERSISTENCE_KEYS", Some(&json!([{"id": 1, "secret": test_secret(2)}]).to_string())));
+    let response = jar.get_from(other.addr(), "/");
+    assert!(set_cookie_for(&response, "AVI_COOKIE").is_some());
+    assert_eq!(other.counter("persistence.web.rejected.forged"), 1);
+}
+
+#[test]
+fn envoy_refuses_the_plugin_when_the_keys_variable_is_missing_or_invalid() {
+    let backends = Backend::start_many(1);
+    let config = EnvoyConfig::load("http-cookie.yaml").backends("app", &backends);
+    let secret = test_secret(3);
+    for (value, expected) in [
+        (None, "keys_env: names PERSISTENCE_KEYS, which is not set in the Wasm VM"),
+        (Some("not json".to_string()), "keys_env: PERSISTENCE_KEYS is not JSON"),
+        (
+            Some(json!([{"id": 1, "secret": &secret[..20]}]).to_string()),
+            "keys_env (PERSISTENCE_KEYS)[0].secret: must be base64 of exactly 32 random bytes, got 15 bytes",
+        ),
+    ] {
+        let failed = Envoy::try_start(&config.clone().environment("PERSISTENCE_KEYS", value.as_deref()), 1);
+        let log = failed.err().expect("Envoy must not start without its keys");
+        assert!(log.contains(expected), "{expected:?} not in:\n{log}");
+        assert!(!log.contains(&secret[..20]), "the secret must not be logged");
+    }
 }
 
 #[test]

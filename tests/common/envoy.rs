@@ -44,6 +44,18 @@ pub struct EnvoyConfig {
     fixed_ports: HashMap<String, u16>,
     /// The module to load instead of the built one (benchmarks' variant build).
     module: Option<PathBuf>,
+    /// Environment variables Envoy starts with (None: removed). The shipped configurations take
+    /// their keys from PERSISTENCE_KEYS: tests give it `TEST_KEYS`.
+    environment: Vec<(String, Option<String>)>,
+}
+
+/// The keys Envoy gets in PERSISTENCE_KEYS unless a test says otherwise.
+pub fn test_keys() -> String {
+    json!([{"id": 1, "secret": super::test_secret(1)}]).to_string()
+}
+
+fn default_environment() -> Vec<(String, Option<String>)> {
+    vec![("PERSISTENCE_KEYS".to_string(), Some(test_keys()))]
 }
 
 impl EnvoyConfig {
@@ -52,12 +64,12 @@ impl EnvoyConfig {
         let path = repo_root().join("envoy").join(file);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let value: Value = serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        EnvoyConfig { value, fixed_ports: HashMap::new(), module: None }
+        EnvoyConfig { value, fixed_ports: HashMap::new(), module: None, environment: default_environment() }
     }
 
     /// A bootstrap built in code (benchmarks).
     pub fn from_value(value: Value) -> EnvoyConfig {
-        EnvoyConfig { value, fixed_ports: HashMap::new(), module: None }
+        EnvoyConfig { value, fixed_ports: HashMap::new(), module: None, environment: default_environment() }
     }
 
     /// Points every `envoy/certs/<file>` of the configuration at `pki`'s generated file.
@@ -227,9 +239,29 @@ impl EnvoyConfig {
             let text = filter["config"]["configuration"]["value"].as_str().expect("plugin configuration is a StringValue").to_string();
             let mut plugin: Value = serde_json::from_str(&text).expect("plugin configuration is JSON");
             edit(&mut plugin);
+            // Keys written into the configuration replace the shipped ones from the environment.
+            if plugin.get("keys").is_some() {
+                plugin.as_object_mut().expect("plugin configuration is an object").remove("keys_env");
+            }
             filter["config"]["configuration"]["value"] = json!(plugin.to_string());
         }
         self
+    }
+
+    /// Sets (Some) or removes (None) an environment variable of the Envoy process.
+    pub fn environment(mut self, name: &str, value: Option<&str>) -> EnvoyConfig {
+        self.environment.retain(|(n, _)| n != name);
+        self.environment.push((name.to_string(), value.map(str::to_string)));
+        self
+    }
+
+    fn apply_environment(&self, command: &mut Command) {
+        for (name, value) in &self.environment {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
+        }
     }
 
     /// Replaces the plugin configuration text verbatim (for invalid configurations).
@@ -252,12 +284,9 @@ impl EnvoyConfig {
         let dir = tempfile::Builder::new().prefix("envoy-persistence-validate").tempdir().expect("tempdir");
         let path = dir.path().join("envoy.json");
         std::fs::write(&path, self.prepared().to_string()).expect("write config");
-        let output = Command::new(envoy_bin())
-            .args(["--mode", "validate", "-l", "error", "-c"])
-            .arg(&path)
-            .current_dir(repo_root())
-            .output()
-            .expect("run envoy --mode validate");
+        let mut command = Command::new(envoy_bin());
+        self.apply_environment(&mut command);
+        let output = command.args(["--mode", "validate", "-l", "error", "-c"]).arg(&path).current_dir(repo_root()).output().expect("run envoy --mode validate");
         if output.status.success() {
             Ok(())
         } else {
@@ -382,6 +411,7 @@ impl Envoy {
         program.push(envoy_bin().display().to_string());
         let mut command = Command::new(&program[0]);
         command.args(&program[1..]);
+        config.apply_environment(&mut command);
         let levels: &[&str] = match (launch.quiet, launch.wasm_trace) {
             (true, _) => &["-l", "warning"],
             (false, true) => &["-l", "info", "--component-log-level", "wasm:trace"],
