@@ -1,7 +1,7 @@
 //! The files we ship for users (envoy/*.yaml, envoy/istio/, envoy/docker-compose.yaml) are the
 //! ones the tests run, and they agree with each other: Envoy 1.40 accepts every configuration with
-//! the built module, the filter order and the header names match, and the Istio and compose files
-//! match the configurations. A wrong header name in any one file fails these tests.
+//! the built module, and the Istio and compose files match the configurations. How each
+//! configuration wires the filter is checked by `envoy-persistence check` (tests/check.rs).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
@@ -10,7 +10,6 @@ use common::envoy::repo_root;
 use common::tls::Pki;
 use common::{Envoy, EnvoyConfig, Jar};
 use envoy_persistence::config::{Config, DEFAULT_OVERRIDE_HEADER};
-use envoy_persistence::profile::{tls::KeySource, Kind};
 use serde_json::Value;
 use std::process::{Child, Command};
 
@@ -28,118 +27,6 @@ fn envoy_configs() -> Vec<String> {
 fn yaml(path: &str) -> Value {
     let text = std::fs::read_to_string(repo_root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn type_of(filter: &Value) -> &str {
-    filter["typed_config"]["@type"].as_str().unwrap_or_default()
-}
-
-/// Every problem with how a configuration wires the filter; empty when all is consistent.
-fn wiring_problems(config: &Value) -> Vec<String> {
-    let mut problems = Vec::new();
-    for listener in config["static_resources"]["listeners"].as_array().into_iter().flatten() {
-        for chain in listener["filter_chains"].as_array().into_iter().flatten() {
-            let network: Vec<&Value> = chain["filters"].as_array().into_iter().flatten().collect();
-            for hcm in network.iter().filter(|f| type_of(f).ends_with("HttpConnectionManager")) {
-                let filters: Vec<&Value> = hcm["typed_config"]["http_filters"].as_array().into_iter().flatten().collect();
-                let position = |suffix: &str| filters.iter().position(|f| type_of(f).ends_with(suffix));
-                let Some(wasm) = filters.iter().position(|f| type_of(f).ends_with("wasm.v3.Wasm")) else { continue };
-                let text = filters[wasm]["typed_config"]["config"]["configuration"]["value"].as_str().unwrap_or_default();
-                let plugin = match Config::parse(text.as_bytes()) {
-                    Ok(plugin) => plugin,
-                    Err(errors) => {
-                        problems.push(format!("plugin configuration invalid: {errors:?}"));
-                        continue;
-                    }
-                };
-                let header = plugin.override_header.as_str();
-                // Client IP keys (client_ip, tls fallback, and the built-in profile any route can
-                // name) trust Envoy's client address: it must not come from a client's X-Forwarded-For.
-                if hcm["typed_config"]["use_remote_address"] != true {
-                    problems.push(
-                        "the connection manager must set use_remote_address: true (X-Forwarded-For from clients chooses client IP keys otherwise)".into(),
-                    );
-                }
-                match (position("StatefulSession"), position("Router")) {
-                    (Some(session), Some(router)) if wasm < session && session < router => {
-                        let name = filters[session]["typed_config"]["session_state"]["typed_config"]["name"].as_str();
-                        if name != Some(header) {
-                            problems.push(format!("stateful_session reads {name:?}, the filter writes {header:?}"));
-                        }
-                    }
-                    order => problems.push(format!("filter order must be persistence, stateful_session, router: {order:?}")),
-                }
-                let uses_session_id = plugin.profiles.iter().any(|p| matches!(&p.kind, Kind::Tls(s) if s.key == KeySource::SessionId) && !p.builtin);
-                let set_filter_state = filters.iter().position(|f| type_of(f).contains(".set_filter_state."));
-                if uses_session_id && set_filter_state.is_none_or(|s| s > wasm) {
-                    problems.push("a tls session_id profile needs set_filter_state (tls.sid) before the filter".into());
-                }
-                let needs_connections = plugin.profiles.iter().any(|p| !p.builtin && p.kind.tracking().is_some());
-                let counter = network.iter().find(|f| f["typed_config"]["config"]["root_id"] == "persistence_connections");
-                let http_vm = &filters[wasm]["typed_config"]["config"]["vm_config"];
-                match counter {
-                    Some(counter) if counter["typed_config"]["config"]["vm_config"] != *http_vm => {
-                        problems.push("persistence_connections must use the HTTP filter's vm_config (same vm_id and code)".into())
-                    }
-                    None if needs_connections => problems.push("client IP profiles need the persistence_connections network filter".into()),
-                    _ => {}
-                }
-                for vhost in hcm["typed_config"]["route_config"]["virtual_hosts"].as_array().into_iter().flatten() {
-                    for (field, direction) in [("request_headers_to_remove", "before upstream"), ("response_headers_to_remove", "from backend responses")] {
-                        if !vhost[field].as_array().into_iter().flatten().any(|h| h == header) {
-                            problems.push(format!("virtual host {}: {field} must list {header} ({direction})", vhost["name"]));
-                        }
-                    }
-                    for route in vhost["routes"].as_array().into_iter().flatten() {
-                        let per_filter = &route["typed_per_filter_config"];
-                        let wasm_name = filters[wasm]["name"].as_str().unwrap_or_default();
-                        let disabled = |name: &str| per_filter[name]["disabled"] == true;
-                        if disabled(wasm_name) && !disabled("envoy.filters.http.stateful_session") {
-                            problems.push(format!("route {} disables the filter but not stateful_session", route["name"]));
-                        }
-                        let route_header =
-                            per_filter["envoy.filters.http.stateful_session"]["stateful_session"]["session_state"]["typed_config"]["name"].as_str();
-                        if route_header.is_some_and(|h| h != header) {
-                            problems.push(format!("route {}: stateful_session reads {route_header:?}, the filter writes {header:?}", route["name"]));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    problems
-}
-
-#[test]
-fn every_shipped_envoy_config_is_wired_consistently() {
-    for file in envoy_configs() {
-        let config = EnvoyConfig::load(&file).value;
-        let problems = wiring_problems(&config);
-        assert!(problems.is_empty(), "envoy/{file}: {problems:#?}");
-    }
-}
-
-#[test]
-fn the_wiring_check_catches_a_wrong_header_name_and_a_wrong_order() {
-    let mut wrong_header = EnvoyConfig::load("http-cookie.yaml").value;
-    let filters = wrong_header["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"].as_array_mut().unwrap();
-    filters[1]["typed_config"]["session_state"]["typed_config"]["name"] = Value::from("x-persistence-host");
-    assert!(wiring_problems(&wrong_header).iter().any(|p| p.contains("stateful_session reads")), "{:?}", wiring_problems(&wrong_header));
-    let mut wrong_order = EnvoyConfig::load("http-cookie.yaml").value;
-    let filters = wrong_order["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"].as_array_mut().unwrap();
-    filters.swap(0, 1);
-    assert!(wiring_problems(&wrong_order).iter().any(|p| p.contains("filter order")));
-    let mut no_set_filter_state = EnvoyConfig::load("tls.yaml").value;
-    let filters =
-        no_set_filter_state["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][1]["typed_config"]["http_filters"].as_array_mut().unwrap();
-    filters.remove(0);
-    assert!(wiring_problems(&no_set_filter_state).iter().any(|p| p.contains("set_filter_state")));
-    let mut trusts_clients = EnvoyConfig::load("client-ip.yaml");
-    trusts_clients.connection_manager_mut("main")["use_remote_address"] = Value::from(false);
-    assert!(wiring_problems(&trusts_clients.value).iter().any(|p| p.contains("use_remote_address")));
-    let mut no_counter = EnvoyConfig::load("client-ip.yaml").value;
-    no_counter["static_resources"]["listeners"][0]["filter_chains"][0]["filters"].as_array_mut().unwrap().remove(0);
-    assert!(wiring_problems(&no_counter).iter().any(|p| p.contains("persistence_connections")));
 }
 
 #[test]

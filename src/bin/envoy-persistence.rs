@@ -59,7 +59,8 @@ prints what it holds: the profile, key id, server, when it was issued, its expir
 and whether the filter honours it now. If it does not open, says why for each profile it tried.
 
   --keys <file>  a plugin configuration, an Envoy configuration or Istio WasmPlugin holding one,
-                 or a JSON list of keys ([{\"id\": 1, \"secret\": \"...\"}])
+                 or a JSON list of keys ([{\"id\": 1, \"secret\": \"...\"}]); a configuration's
+                 keys_env is read from this command's environment
   --name NAME    the cookie or header name (default: every profile that seals tokens)
   --at TIME      judge expiry at TIME (Unix seconds or RFC 3339) instead of now
 
@@ -214,7 +215,8 @@ fn keys_config(file: &str) -> Result<Config, Failure> {
             text.map_err(|why| Failure::Run(format!("{file}: {path}: configuration {why}")))?
         }
     };
-    Config::parse(text.as_bytes()).map_err(|errors| {
+    // keys_env is read from this process's environment, as Envoy's VM would.
+    Config::parse_with_environment(text.as_bytes(), &|name| std::env::var(name).ok()).map_err(|errors| {
         let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
         Failure::Run(format!("{file}: the plugin configuration is invalid:\n  {}", errors.join("\n  ")))
     })

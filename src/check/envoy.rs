@@ -206,13 +206,13 @@ fn check_connection_manager(resources: &Resources, chain: &Node, before: &[Node]
     let at_configuration = |kind, detail: String| Finding::new(kind, filter.file, &configuration, detail);
     let config = match text {
         Err(why) => {
-            found.push(at_configuration(Kind::InvalidPluginConfiguration, format!("configuration {why}")));
+            found.push(at_configuration(Kind::InvalidPluginConfiguration, format!("configuration {why}")).fix(super::INVALID_FIX));
             return found;
         }
         Ok(text) => match Config::parse(text.as_bytes()) {
             Ok(config) => config,
             Err(errors) => {
-                found.extend(errors.iter().map(|e| at_configuration(Kind::InvalidPluginConfiguration, e.to_string())));
+                found.extend(errors.iter().map(|e| at_configuration(Kind::InvalidPluginConfiguration, e.to_string()).fix(super::INVALID_FIX)));
                 return found;
             }
         },
@@ -324,6 +324,17 @@ fn check_connection_manager(resources: &Resources, chain: &Node, before: &[Node]
         }
     }
 
+    if let Some(name) = &config.keys_env {
+        let environment = filter.get("typed_config").get("config").get("vm_config").get("environment_variables");
+        let host_keys = environment.value.get("host_env_keys").and_then(Value::as_array);
+        let passed = host_keys.is_some_and(|keys| keys.iter().any(|k| k == name.as_str())) || environment.get("key_values").value.get(name).is_some();
+        if !passed {
+            found.push(
+                at_configuration(Kind::KeysEnvNotPassed, format!("keys_env names {name}, and the vm_config does not pass it to the VM"))
+                    .fix(format!("vm_config: {{environment_variables: {{host_env_keys: [{name}]}}}}, and set {name} in Envoy's environment")),
+            );
+        }
+    }
     if config.keys.is_empty() && config.keys_env.is_none() {
         if let Some(profile) = profiles.iter().find(|p| p.kind.tokens().is_some()) {
             found.push(
@@ -521,6 +532,17 @@ fn check_istio(resources: &Resources) -> Vec<Finding> {
                             format!("Service label {ISTIO_SESSION_LABEL} is {:?}, the filter writes {header:?}", label.str(ISTIO_SESSION_LABEL)),
                         )
                         .fix(format!("{ISTIO_SESSION_LABEL}: {header}")),
+                );
+            }
+        }
+        if let Some(name) = &config.keys_env {
+            let env = plugin.get("spec").get("vmConfig").items("env");
+            if !env.iter().any(|e| e.str("name") == name && e.str("valueFrom") == "HOST") {
+                found.push(
+                    plugin
+                        .get("spec")
+                        .finding(Kind::KeysEnvNotPassed, format!("pluginConfig.keys_env names {name}, and vmConfig.env does not pass it from the host"))
+                        .fix(format!("vmConfig: {{env: [{{name: {name}, valueFrom: HOST}}]}}, and give the proxy {name} (a Secret)")),
                 );
             }
         }

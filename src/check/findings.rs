@@ -20,10 +20,11 @@ pub enum Kind {
     SessionIdWithoutFilterState,
     RouteProfileUnknown,
     RoutesUnmatched,
+    KeysEnvNotPassed,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 17] = [
         Kind::InvalidPluginConfiguration,
         Kind::StatefulSessionMissing,
         Kind::StatefulSessionOrder,
@@ -40,6 +41,7 @@ impl Kind {
         Kind::SessionIdWithoutFilterState,
         Kind::RouteProfileUnknown,
         Kind::RoutesUnmatched,
+        Kind::KeysEnvNotPassed,
     ];
 
     /// The finding's name in the output (stable: scripts may match on it).
@@ -61,6 +63,7 @@ impl Kind {
             Kind::SessionIdWithoutFilterState => "session-id-without-filter-state",
             Kind::RouteProfileUnknown => "route-profile-unknown",
             Kind::RoutesUnmatched => "routes-unmatched",
+            Kind::KeysEnvNotPassed => "keys-env-not-passed",
         }
     }
 
@@ -87,6 +90,7 @@ impl Kind {
             Kind::SessionIdWithoutFilterState => "the filter never sees a TLS session id: every request is load balanced (or falls back to the client address)",
             Kind::RouteProfileUnknown => "requests on the route get no persistence; persistence.unknown_profile counts them",
             Kind::RoutesUnmatched => "the mapping never applies: requests on the intended route get the default profile (or none)",
+            Kind::KeysEnvNotPassed => "the VM does not see the keys variable: the filter refuses its configuration (Envoy exits at startup, an update is rejected)",
         }
     }
 }

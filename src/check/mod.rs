@@ -70,11 +70,14 @@ pub fn read_documents(file: &str, text: &str) -> Result<Vec<Document>, String> {
     Ok(documents)
 }
 
+/// What to do about a plugin configuration error (the message itself names the field and rule).
+pub(crate) const INVALID_FIX: &str = "correct the field as the message says (README, \"Configuration\", lists every field)";
+
 /// The filter's own verdict on a plugin configuration: one finding per error, in its words.
 pub fn plugin_errors(file: &str, path: &str, text: &str) -> Vec<Finding> {
     match Config::parse(text.as_bytes()) {
         Ok(_) => Vec::new(),
-        Err(errors) => errors.iter().map(|error| Finding::new(Kind::InvalidPluginConfiguration, file, path, error.to_string())).collect(),
+        Err(errors) => errors.iter().map(|error| Finding::new(Kind::InvalidPluginConfiguration, file, path, error.to_string()).fix(INVALID_FIX)).collect(),
     }
 }
 

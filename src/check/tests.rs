@@ -225,6 +225,14 @@ fn token_profiles_need_keys_and_table_profiles_do_not() {
     assert_eq!(kinds(&[config.clone()]), vec![Kind::NoKeys]);
     let table = json!({"default_profile": "web", "profiles": [{"name": "web", "type": "app_cookie", "server_down": "immediate", "app_cookie": {"name": "JSESSIONID"}}]});
     *filter_of(&mut config) = wasm(&table.to_string());
+    assert_eq!(kinds(&[config.clone()]), vec![]);
+    // Keys from the environment: the VM must be given the variable.
+    let from_env = json!({"default_profile": "web", "keys_env": "KEYS", "profiles": cookie_profiles("immediate")}).to_string();
+    *filter_of(&mut config) = wasm(&from_env);
+    assert_eq!(kinds(&[config.clone()]), vec![Kind::KeysEnvNotPassed]);
+    filter_of(&mut config)["typed_config"]["config"]["vm_config"]["environment_variables"] = json!({"host_env_keys": ["KEYS"]});
+    assert_eq!(kinds(&[config.clone()]), vec![]);
+    filter_of(&mut config)["typed_config"]["config"]["vm_config"]["environment_variables"] = json!({"key_values": {"KEYS": "[]"}});
     assert_eq!(kinds(&[config]), vec![]);
 }
 
@@ -290,6 +298,12 @@ fn bare_plugin_configurations_and_istio_wasm_plugins_are_checked() {
     };
     assert_eq!(kinds(&[wasm_plugin.clone(), service("x-persistence-upstream"), rule(true)]), vec![Kind::NoKeys]);
     assert_eq!(kinds(&[wasm_plugin.clone(), service("x-session"), rule(false)]), vec![Kind::StatefulSessionHeader, Kind::NoKeys, Kind::NoHealthChecks]);
+    // Keys from the environment: the plugin must pass the variable from the host.
+    let mut from_env = wasm_plugin.clone();
+    from_env["spec"]["pluginConfig"]["keys_env"] = json!("PERSISTENCE_KEYS");
+    assert_eq!(kinds(&[from_env.clone()]), vec![Kind::KeysEnvNotPassed]);
+    from_env["spec"]["vmConfig"] = json!({"env": [{"name": "PERSISTENCE_KEYS", "valueFrom": "HOST"}]});
+    assert_eq!(kinds(&[from_env]), vec![]);
 }
 
 #[test]
