@@ -43,6 +43,20 @@ fn every_shipped_example_is_clean() {
     let istio = ["envoy/istio/wasmplugin.yaml", "envoy/istio/service.yaml", "envoy/istio/destinationrule.yaml", "envoy/istio/istiod-values.yaml"];
     let output = tool(&[&["check"][..], &istio[..]].concat());
     assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    // And the Envoy Gateway files.
+    let gateway = [
+        "envoy/envoy-gateway/envoyextensionpolicy.yaml",
+        "envoy/envoy-gateway/httproute.yaml",
+        "envoy/envoy-gateway/envoyproxy.yaml",
+        "envoy/envoy-gateway/backendtrafficpolicy.yaml",
+    ];
+    let output = tool(&[&["check"][..], &gateway[..]].concat());
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    // Without the EnvoyProxy and the BackendTrafficPolicy, what Envoy Gateway would do by default is found.
+    let output = tool(&["check", gateway[0], gateway[1]]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("[stateful-session-order]") && text.contains("[no-health-checks]"), "{text}");
 }
 
 /// One broken configuration: a shipped example with one mistake.

@@ -31,7 +31,8 @@ Usage: envoy-persistence check <file>...
 Reads every file (YAML, several documents allowed, or JSON) and checks them together, so that an
 Envoy bootstrap given with its LDS, RDS and CDS files resolves route configurations and clusters
 across them. Recognised: Envoy bootstraps (static_resources), xDS discovery files (resources),
-Istio WasmPlugin, Service and DestinationRule resources, and bare plugin configurations.
+Istio WasmPlugin, Service and DestinationRule resources, Envoy Gateway EnvoyExtensionPolicy,
+HTTPRoute, EnvoyProxy and BackendTrafficPolicy resources, and bare plugin configurations.
 
 Each finding names the file, the path inside it, what happens at run time and the fix. The checks:
 plugin configurations the filter would reject (with its own messages); stateful_session missing,

@@ -3,10 +3,11 @@
 //! defeats the filter. Used by the `envoy-persistence check` command and the tests; native only.
 //!
 //! Input: parsed YAML or JSON documents (an Envoy bootstrap, xDS discovery responses such as LDS
-//! and RDS files, Istio WasmPlugins, or a bare plugin configuration). Each finding names the file,
+//! and RDS files, Istio or Envoy Gateway resources, or a bare plugin configuration). Each finding names the file,
 //! the path inside it, what happens at run time, and the fix.
 
 mod envoy;
+mod envoy_gateway;
 mod findings;
 
 pub use findings::{Finding, Kind};
@@ -33,6 +34,7 @@ pub fn check(documents: &[Document]) -> Vec<Finding> {
         }
     }
     found.extend(envoy::check(documents));
+    found.extend(envoy_gateway::check(documents));
     found
 }
 
@@ -49,6 +51,7 @@ pub fn plugin_configurations(documents: &[Document]) -> Vec<(String, String, Res
         }
     }
     found.extend(envoy::plugin_configurations(documents));
+    found.extend(envoy_gateway::plugin_configurations(documents));
     found
 }
 

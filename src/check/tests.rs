@@ -314,3 +314,26 @@ fn every_finding_names_its_effect_and_prints_file_path_and_fix() {
     let text = Finding::new(Kind::NoKeys, "envoy.yaml", "a.b[0]", "profile \"web\"").fix("add keys").to_string();
     assert_eq!(text, format!("envoy.yaml: a.b[0]: [no-keys] profile \"web\"\n  at run time: {}\n  fix: add keys", Kind::NoKeys.effect()));
 }
+
+#[test]
+fn envoy_gateway_extension_policies_routes_proxies_and_health_checks() {
+    let policy = |config: Value, env: Value| {
+        json!({"kind": "EnvoyExtensionPolicy", "spec": {"targetRefs": [{"kind": "HTTPRoute", "name": "shop"}],
+            "wasm": [{"rootID": "persistence", "code": {"type": "Image", "image": {"url": "r.example/envoy-persistence:1"}}, "config": config, "env": env}]}})
+    };
+    let config = json!({"keys_env": "KEYS", "default_profile": "web", "profiles": cookie_profiles("immediate")});
+    let route = |persistence: Value| json!({"kind": "HTTPRoute", "metadata": {"name": "shop"}, "spec": {"rules": [{"sessionPersistence": persistence}]}});
+    let proxy = json!({"kind": "EnvoyProxy", "spec": {"filterOrder": [{"name": "envoy.filters.http.wasm", "before": "envoy.filters.http.stateful_session"}]}});
+    let health = json!({"kind": "BackendTrafficPolicy", "spec": {"targetRefs": [{"kind": "HTTPRoute", "name": "shop"}], "healthCheck": {"passive": {}}}});
+    let header = json!({"type": "Header", "sessionName": "x-persistence-upstream"});
+    let good = policy(config.clone(), json!({"hostKeys": ["KEYS"]}));
+    assert_eq!(kinds(&[good.clone(), route(header.clone()), proxy.clone(), health.clone()]), vec![]);
+    assert_eq!(kinds(&[policy(config.clone(), json!({})), route(header.clone()), proxy.clone(), health.clone()]), vec![Kind::KeysEnvNotPassed]);
+    let cookie = json!({"type": "Cookie", "sessionName": "x-persistence-upstream"});
+    assert_eq!(kinds(&[good.clone(), route(cookie), proxy.clone(), health.clone()]), vec![Kind::StatefulSessionHeader]);
+    assert_eq!(kinds(&[good.clone(), route(Value::Null), proxy.clone(), health.clone()]), vec![Kind::StatefulSessionMissing]);
+    assert_eq!(kinds(&[good.clone(), route(header)]), vec![Kind::StatefulSessionOrder, Kind::NoHealthChecks]);
+    let invalid = policy(json!({"profiles": [{"name": "web", "type": "cookie"}]}), json!({}));
+    let findings = found(&[invalid]);
+    assert!(!findings.is_empty() && findings.iter().all(|f| f.kind == Kind::InvalidPluginConfiguration && f.path == "spec.wasm[0].config"), "{findings:?}");
+}
