@@ -532,9 +532,18 @@ fn main() {
     let report = report(&rows, &options, wasm_size, bare_rss, cookie_rss, &table);
     println!("{report}");
     let out = if options.smoke { common::envoy::repo_root().join("target/bench-smoke.md") } else { common::envoy::repo_root().join("BENCHMARKS.md") };
-    std::fs::write(&out, &report).unwrap();
+    // The hand-written analysis at the end of BENCHMARKS.md survives a new run.
+    let kept = std::fs::read_to_string(&out).ok().and_then(|old| old.find(KEPT_FROM).map(|at| old[at..].to_string()));
+    let text = match kept {
+        Some(kept) => format!("{}\n\n{kept}", report.trim_end()),
+        None => report.clone(),
+    };
+    std::fs::write(&out, text).unwrap();
     eprintln!("written to {}", out.display());
 }
+
+/// The line of BENCHMARKS.md from which the text is written by hand and kept by `make bench`.
+const KEPT_FROM: &str = "<!-- Written by hand: make bench keeps everything from this line on. -->";
 
 /// Where the time inside the filter goes, when the rows ran the bench build (profiling).
 fn print_spans(specs: &[Spec], envoys: &[Envoy]) {
