@@ -26,11 +26,11 @@ copy_with_libraries() {
 }
 
 # Envoy.
-mkdir -p "$context/envoy/root/tmp"
-copy_with_libraries "$context/envoy/root" "$envoy_bin" /usr/local/bin/envoy
+mkdir -p "$context/envoy/rootfs/tmp"
+copy_with_libraries "$context/envoy/rootfs" "$envoy_bin" /usr/local/bin/envoy
 cat > "$context/envoy/Dockerfile" <<'DOCKERFILE'
 FROM scratch
-COPY root/ /
+COPY rootfs/ /
 ENV PATH=/usr/local/bin
 ENTRYPOINT []
 CMD ["envoy", "--version"]
@@ -38,19 +38,19 @@ DOCKERFILE
 docker build -q -t envoy-persistence/envoy:1.40 "$context/envoy" >/dev/null
 
 # Python for the demo backends: the interpreter, its libraries and the standard library.
-mkdir -p "$context/python/root/tmp"
-copy_with_libraries "$context/python/root" "$python_bin" /usr/bin/python3
-mkdir -p "$context/python/root$python_lib"
+mkdir -p "$context/python/rootfs/tmp"
+copy_with_libraries "$context/python/rootfs" "$python_bin" /usr/bin/python3
+mkdir -p "$context/python/rootfs$python_lib"
 tar -C "$python_lib" --exclude=__pycache__ --exclude=test --exclude=dist-packages --exclude=site-packages \
-  --exclude=idlelib --exclude=tkinter --exclude=ensurepip -cf - . | tar -C "$context/python/root$python_lib" -xf -
-for module in "$context/python/root$python_lib"/lib-dynload/*.so; do
+  --exclude=idlelib --exclude=tkinter --exclude=ensurepip -cf - . | tar -C "$context/python/rootfs$python_lib" -xf -
+for module in "$context/python/rootfs$python_lib"/lib-dynload/*.so; do
   { ldd "$module" 2>/dev/null || true; } | { grep -o '/[^ ]*' || true; } | while read -r library; do
-    [ -e "$context/python/root$library" ] || install -D -m 0755 "$(readlink -f "$library")" "$context/python/root$library"
+    [ -e "$context/python/rootfs$library" ] || install -D -m 0755 "$(readlink -f "$library")" "$context/python/rootfs$library"
   done
 done
 cat > "$context/python/Dockerfile" <<'DOCKERFILE'
 FROM scratch
-COPY root/ /
+COPY rootfs/ /
 ENV PATH=/usr/bin
 CMD ["python3", "--version"]
 DOCKERFILE

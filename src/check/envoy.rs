@@ -1,7 +1,8 @@
 //! The Envoy side of the check: where the filter sits in Envoy's configuration, and whether the
 //! rest of that configuration (stateful_session, routes, clusters, the connection manager) lets it
-//! work. Istio's resources are read too, for what Istio configures instead of Envoy YAML.
+//! work.
 
+use super::node::Node;
 use super::{Document, Finding, Kind};
 use crate::client_address;
 use crate::config::Config;
@@ -26,56 +27,12 @@ const DOWN_STATUSES: [&str; 3] = ["UNHEALTHY", "DRAINING", "TIMEOUT"];
 /// Envoy's default override_host_status.
 const DEFAULT_STATUSES: [&str; 2] = ["UNKNOWN", "HEALTHY"];
 
-static NULL: Value = Value::Null;
-
-/// A value and where it is: the file and the path inside it.
-#[derive(Clone)]
-struct Node<'a> {
-    file: &'a str,
-    path: String,
-    value: &'a Value,
-}
-
-impl<'a> Node<'a> {
-    fn root(document: &'a Document) -> Node<'a> {
-        Node { file: &document.file, path: String::new(), value: &document.value }
-    }
-
-    fn get(&self, key: &str) -> Node<'a> {
-        let path = if self.path.is_empty() { key.to_string() } else { format!("{}.{key}", self.path) };
-        Node { file: self.file, path, value: self.value.get(key).unwrap_or(&NULL) }
-    }
-
-    fn items(&self, key: &str) -> Vec<Node<'a>> {
-        let field = self.get(key);
-        let items = field.value.as_array().map(|a| a.iter().collect::<Vec<_>>()).unwrap_or_default();
-        items.into_iter().enumerate().map(|(i, value)| Node { file: self.file, path: format!("{}[{i}]", field.path), value }).collect()
-    }
-
-    fn str(&self, key: &str) -> &'a str {
-        self.value.get(key).and_then(Value::as_str).unwrap_or_default()
-    }
-
-    /// The `@type` of a `typed_config` (without the `type.googleapis.com/` prefix).
-    fn type_of(&self) -> &'a str {
-        let full = self.get("typed_config").str("@type");
-        full.rsplit('/').next().unwrap_or(full)
-    }
-
-    fn finding(&self, kind: Kind, detail: impl Into<String>) -> Finding {
-        Finding::new(kind, self.file, &self.path, detail)
-    }
-}
-
 /// Everything the documents hold, gathered so that references across files resolve.
 #[derive(Default)]
 struct Resources<'a> {
     listeners: Vec<Node<'a>>,
     clusters: Vec<Node<'a>>,
     route_configurations: Vec<Node<'a>>,
-    istio_plugins: Vec<Node<'a>>,
-    destination_rules: Vec<Node<'a>>,
-    services: Vec<Node<'a>>,
 }
 
 impl<'a> Resources<'a> {
@@ -96,12 +53,6 @@ impl<'a> Resources<'a> {
                     _ => {}
                 }
             }
-            match root.str("kind") {
-                "WasmPlugin" => found.istio_plugins.push(root),
-                "DestinationRule" => found.destination_rules.push(root),
-                "Service" => found.services.push(root),
-                _ => {}
-            }
         }
         found
     }
@@ -121,7 +72,6 @@ pub fn check(documents: &[Document]) -> Vec<Finding> {
     for (chain, before, manager) in connection_managers(&resources) {
         found.extend(check_connection_manager(&resources, &chain, &before, &manager));
     }
-    found.extend(check_istio(&resources));
     found
 }
 
@@ -335,16 +285,12 @@ fn check_connection_manager(resources: &Resources, chain: &Node, before: &[Node]
             );
         }
     }
-    if config.keys.is_empty() && config.keys_env.is_none() {
-        if let Some(profile) = profiles.iter().find(|p| p.kind.tokens().is_some()) {
-            found.push(
-                at_configuration(
-                    Kind::NoKeys,
-                    format!("profile {:?} ({}) seals its tokens, and no keys are configured", profile.name, profile.kind.type_name()),
-                )
-                .fix("add \"keys\": [{\"id\": 1, \"secret\": \"...\"}] from `envoy-persistence keygen`, the same on every replica"),
-            );
-        }
+    if let Some(profile) = super::sealing_without_keys(&config, profiles.iter().copied()) {
+        let at = filter.get("typed_config").get("config").get("configuration");
+        found.push(
+            super::no_keys(&at, profile)
+                .fix("add \"keys\": [{\"id\": 1, \"secret\": \"...\"}] from `envoy-persistence keygen` (or keys_env), the same on every replica"),
+        );
     }
 
     // Client IP keys: from a trustworthy address, with the connection counter in the same VM.
@@ -399,14 +345,6 @@ fn check_connection_manager(resources: &Resources, chain: &Node, before: &[Node]
         }
     }
     found
-}
-
-impl Node<'_> {
-    /// The `@type` of this value itself (a per-route config is its own typed value).
-    fn type_of_self(&self) -> &str {
-        let full = self.str("@type");
-        full.rsplit('/').next().unwrap_or(full)
-    }
 }
 
 /// stateful_session must keep its session in the filter's header.
@@ -503,80 +441,3 @@ fn check_cluster(cluster: &Node, server_down: ServerDown, used_by: &str) -> Vec<
     }
     found
 }
-
-/// Istio: the Service label that makes istiod install stateful_session, and outlier detection
-/// (Istio has no active health checks) for the plugin's destinations.
-fn check_istio(resources: &Resources) -> Vec<Finding> {
-    let mut found = Vec::new();
-    for plugin in &resources.istio_plugins {
-        let Ok(config) = Config::parse(plugin.get("spec").get("pluginConfig").value.to_string().as_bytes()) else { continue };
-        let header = config.override_header.as_str();
-        let labelled: Vec<&Node> = resources.services.iter().filter(|s| !s.get("metadata").get("labels").str(ISTIO_SESSION_LABEL).is_empty()).collect();
-        if !resources.services.is_empty() && labelled.is_empty() {
-            found.push(
-                plugin
-                    .finding(
-                        Kind::StatefulSessionMissing,
-                        format!("no Service among the files has the label {ISTIO_SESSION_LABEL}: istiod installs no stateful_session filter"),
-                    )
-                    .fix(format!("label the Service {ISTIO_SESSION_LABEL}: {header} (and run istiod with PILOT_ENABLE_PERSISTENT_SESSION_FILTER=true)")),
-            );
-        }
-        for service in labelled {
-            let label = service.get("metadata").get("labels");
-            if label.str(ISTIO_SESSION_LABEL) != header {
-                found.push(
-                    label
-                        .finding(
-                            Kind::StatefulSessionHeader,
-                            format!("Service label {ISTIO_SESSION_LABEL} is {:?}, the filter writes {header:?}", label.str(ISTIO_SESSION_LABEL)),
-                        )
-                        .fix(format!("{ISTIO_SESSION_LABEL}: {header}")),
-                );
-            }
-        }
-        if let Some(name) = &config.keys_env {
-            let env = plugin.get("spec").get("vmConfig").items("env");
-            if !env.iter().any(|e| e.str("name") == name && e.str("valueFrom") == "HOST") {
-                found.push(
-                    plugin
-                        .get("spec")
-                        .finding(Kind::KeysEnvNotPassed, format!("pluginConfig.keys_env names {name}, and vmConfig.env does not pass it from the host"))
-                        .fix(format!("vmConfig: {{env: [{{name: {name}, valueFrom: HOST}}]}}, and give the proxy {name} (a Secret)")),
-                );
-            }
-        }
-        if config.keys.is_empty() && config.keys_env.is_none() {
-            if let Some(profile) = config.profiles.iter().enumerate().find(|(i, p)| config.in_use(*i) && p.kind.tokens().is_some()).map(|(_, p)| p) {
-                found.push(
-                    plugin
-                        .get("spec")
-                        .get("pluginConfig")
-                        .finding(
-                            Kind::NoKeys,
-                            format!("profile {:?} ({}) seals its tokens, and no keys are configured", profile.name, profile.kind.type_name()),
-                        )
-                        .fix("add keys (see README, \"Keys\"), the same for every gateway replica"),
-                );
-            }
-        }
-    }
-    // Every DestinationRule given beside a plugin is taken as one of its destinations.
-    if !resources.istio_plugins.is_empty() {
-        for rule in &resources.destination_rules {
-            let spec = rule.get("spec");
-            if spec.get("trafficPolicy").get("outlierDetection").value.is_null() {
-                found.push(
-                    spec.finding(
-                        Kind::NoHealthChecks,
-                        format!("DestinationRule {:?} (host {:?}) has no trafficPolicy.outlierDetection", rule.get("metadata").str("name"), spec.str("host")),
-                    )
-                    .fix("add trafficPolicy.outlierDetection (Istio has no active health checks)"),
-                );
-            }
-        }
-    }
-    found
-}
-
-const ISTIO_SESSION_LABEL: &str = "istio.io/persistent-session-header";

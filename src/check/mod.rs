@@ -9,10 +9,13 @@
 mod envoy;
 mod envoy_gateway;
 mod findings;
+mod istio;
+mod node;
 
 pub use findings::{Finding, Kind};
 
 use crate::config::Config;
+use crate::profile::Profile;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -34,6 +37,7 @@ pub fn check(documents: &[Document]) -> Vec<Finding> {
         }
     }
     found.extend(envoy::check(documents));
+    found.extend(istio::check(documents));
     found.extend(envoy_gateway::check(documents));
     found
 }
@@ -71,6 +75,18 @@ pub fn read_documents(file: &str, text: &str) -> Result<Vec<Document>, String> {
         }
     }
     Ok(documents)
+}
+
+/// The first of `profiles` that seals tokens, when the configuration has no keys (each Envoy
+/// process then generates its own).
+fn sealing_without_keys<'a>(config: &Config, mut profiles: impl Iterator<Item = &'a Profile>) -> Option<&'a Profile> {
+    let no_keys = config.keys.is_empty() && config.keys_env.is_none();
+    profiles.find(|p| no_keys && p.kind.tokens().is_some())
+}
+
+/// The `no-keys` finding for `profile`, at `at`.
+fn no_keys(at: &node::Node, profile: &Profile) -> Finding {
+    at.finding(Kind::NoKeys, format!("profile {:?} ({}) seals its tokens, and no keys are configured", profile.name, profile.kind.type_name()))
 }
 
 /// What to do about a plugin configuration error (the message itself names the field and rule).

@@ -29,6 +29,22 @@ pub enum Mode {
     Prefix,
 }
 
+/// What a type with these two modes (app cookie, app header) counts and keeps.
+impl Mode {
+    pub fn counters(self) -> Vec<ProfileCounter> {
+        let own: &[ProfileCounter] = match self {
+            Mode::Table => &ProfileCounter::TABLE,
+            Mode::Prefix => &ProfileCounter::TOKENS,
+        };
+        [&ProfileCounter::OUTCOMES[..], own, &[ProfileCounter::Learned]].concat()
+    }
+
+    /// The shared table of table mode.
+    pub fn table(self, max_entries: u32, timeout: u32) -> Option<TableSpec> {
+        (self == Mode::Table).then_some(TableSpec { max_entries, timeout, connection_aware: false })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     pub name: String,
@@ -240,15 +256,11 @@ impl Describe for Settings {
     }
 
     fn counters(&self) -> Vec<ProfileCounter> {
-        let own: &[ProfileCounter] = match self.mode {
-            Mode::Table => &ProfileCounter::TABLE,
-            Mode::Prefix => &ProfileCounter::TOKENS,
-        };
-        [&ProfileCounter::OUTCOMES[..], own, &[ProfileCounter::Learned]].concat()
+        self.mode.counters()
     }
 
     fn table(&self) -> Option<TableSpec> {
-        (self.mode == Mode::Table).then_some(TableSpec { max_entries: self.max_entries, timeout: self.timeout, connection_aware: false })
+        self.mode.table(self.max_entries, self.timeout)
     }
 
     fn tokens(&self) -> Option<TokenSpec> {

@@ -78,15 +78,11 @@ impl Describe for Settings {
     }
 
     fn counters(&self) -> Vec<ProfileCounter> {
-        let own: &[ProfileCounter] = match self.mode {
-            Mode::Table => &ProfileCounter::TABLE,
-            Mode::Prefix => &ProfileCounter::TOKENS,
-        };
-        [&ProfileCounter::OUTCOMES[..], own, &[ProfileCounter::Learned]].concat()
+        self.mode.counters()
     }
 
     fn table(&self) -> Option<TableSpec> {
-        (self.mode == Mode::Table).then_some(TableSpec { max_entries: self.max_entries, timeout: self.timeout, connection_aware: false })
+        self.mode.table(self.max_entries, self.timeout)
     }
 
     fn tokens(&self) -> Option<TokenSpec> {
