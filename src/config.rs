@@ -27,6 +27,12 @@ pub struct Config {
     pub override_header: String,
     /// A request header that tells the backend the filter's decision (debugging, demos); off by default.
     pub decision_header: Option<String>,
+    /// The request header the filter writes with a client's recorded cluster, for routes that
+    /// match it ahead of their weights (canary, blue/green); None: clusters are not recorded.
+    pub cluster_header: Option<String>,
+    /// Count pinned requests per upstream host (`persistence.host.<ip>_<port>.pinned`), to see
+    /// when a draining host has no sessions left.
+    pub host_stats: bool,
     /// Configured profiles followed by the built-ins they do not redefine.
     pub profiles: Vec<Profile>,
     pub default_profile: Option<usize>,
@@ -155,6 +161,16 @@ fn read(root: Field, environment: Option<Environment>, errors: &mut Errors) -> O
         Some(name.to_string())
     });
 
+    let cluster_header = object.field("cluster_header").and_then(|field| {
+        let name = field.string_where(is_lowercase_header_name, HEADER_NAME_RULE, errors)?;
+        if name == override_header || decision_header.as_deref() == Some(name) {
+            errors.add(&field.path, "must differ from override_header and decision_header");
+            return None;
+        }
+        Some(name.to_string())
+    });
+    let host_stats = object.field("host_stats").and_then(|f| f.bool(errors)).unwrap_or(false);
+
     let mut profiles: Vec<Profile> = Vec::new();
     if let Some(items) = object.field("profiles").and_then(|f| f.array(errors)) {
         for item in items {
@@ -198,7 +214,7 @@ fn read(root: Field, environment: Option<Environment>, errors: &mut Errors) -> O
     let client_address =
         object.field("client_address").and_then(|f| f.choice(&client_address::Source::CHOICES, errors)).unwrap_or(client_address::Source::Envoy);
     object.finish(errors, |_| None);
-    Some(Config { keys, keys_env, primary_key_id, override_header, decision_header, profiles, default_profile, routes, client_address })
+    Some(Config { keys, keys_env, primary_key_id, override_header, decision_header, cluster_header, host_stats, profiles, default_profile, routes, client_address })
 }
 
 /// The keys in environment variable `name`: the JSON of `keys`, or one key entry as

@@ -44,6 +44,11 @@ pub fn encode(endpoint: &Endpoint, out: &mut Vec<u8>) {
 /// Reads the binary form from the start of `bytes`; returns the endpoint and the bytes after it.
 pub fn decode(bytes: &[u8]) -> Option<(Endpoint, &[u8])> {
     let (&family, rest) = bytes.split_first()?;
+    decode_family(family, rest)
+}
+
+/// The binary form after its family byte.
+pub fn decode_family(family: u8, rest: &[u8]) -> Option<(Endpoint, &[u8])> {
     let (ip, rest) = match family {
         FAMILY_V4 => {
             let (octets, rest) = rest.split_first_chunk::<4>()?;

@@ -1,10 +1,19 @@
 //! One HTTP stream through the filter, the same for every persistence type:
 //!
-//! request: remove client-supplied override (and decision) headers → select the profile (route
-//! metadata, then `routes`, then `default_profile`) → the type reads its key → pin (or not) →
-//! decision header;
-//! response: learn the host Envoy used → hide stateful_session's header unless the pin held →
-//! the type's outcome → count it and record it → the type's writes (cookies, table entries).
+//! request: remove client-supplied override (cluster, decision) headers → select the profile
+//! (route metadata, then `routes`, then `default_profile`) → the type reads its key → pin (or
+//! not), and name the recorded cluster in `cluster_header` → decision header;
+//! response: learn the host Envoy used (and the routed cluster) → hide stateful_session's header
+//! unless the pin held → the type's outcome → count it and record it → the type's writes
+//! (cookies, table entries).
+//!
+//! Clusters (`cluster_header`): Envoy picks a route's weighted cluster before any host override
+//! applies, so a pinned client would land in another cluster as often as the weights say. The
+//! filter names the client's recorded cluster in a request header; writing a request header
+//! makes Envoy match the route again, and the configuration's routes that match that header
+//! (ahead of the weighted route) send the request to that cluster. A cluster the route no longer
+//! reaches falls through to the weights: the client is load balanced again and counted
+//! (`cluster_moved`), whatever `server_down` says.
 //!
 //! Every request that selected a profile gets exactly one access-log record: the outcome when
 //! the response phase runs, otherwise the request-time decision (`decision=balance
@@ -13,7 +22,10 @@
 
 use crate::config::DEFAULT_OVERRIDE_HEADER;
 use crate::context::Context;
-use crate::endpoint::{self, Endpoint};
+use crate::endpoint;
+use crate::metrics::ProfileCounter;
+use crate::outcome::ServerDown;
+use crate::server::{ClusterName, Server};
 use crate::header_pairs::Headers;
 use crate::host::{Attribute, HostError, HttpStream};
 use crate::metrics::FilterCounter;
@@ -34,7 +46,7 @@ pub struct Stream {
 /// A request that the response phase will finish.
 struct InFlight {
     profile: usize,
-    pin: Option<Endpoint>,
+    pin: Option<Server>,
     pending: Pending,
 }
 
@@ -67,7 +79,7 @@ impl Stream {
         };
         let decision = Decision { plugin: &plugin, profile: index };
         match requested {
-            Ok(Requested::Pin { server, pending }) => match host.pin(&server, &plugin.config.override_header) {
+            Ok(Requested::Pin { server, pending }) => match pin(&plugin, host, &server) {
                 Ok(()) => {
                     decision.announce(host, Some(server), None);
                     self.in_flight = Some(InFlight { profile: index, pin: Some(server), pending });
@@ -92,26 +104,70 @@ impl Stream {
     pub fn on_response_headers<H: HttpStream>(&mut self, host: &mut H) {
         let Some(plugin) = self.plugin.clone() else { return };
         let in_flight = self.in_flight.take();
+        let pin = in_flight.as_ref().and_then(|f| f.pin);
         let upstream = match &in_flight {
-            Some(_) => upstream_address(host),
+            Some(_) => upstream_address(host).map(|endpoint| Server { endpoint, cluster: routed_cluster(&plugin, host, pin) }),
             None => None,
         };
         // stateful_session puts the host it used in the response whenever that is not the host
         // the request was pinned to: never show it to the client. (Backends' own copies are
         // removed by the route's response_headers_to_remove, before stateful_session runs.)
-        let pinned_there = upstream.is_some() && in_flight.as_ref().and_then(|f| f.pin) == upstream;
+        let pinned_there = upstream.is_some() && pin.map(|p| p.endpoint) == upstream.map(|u| u.endpoint);
         if !pinned_there {
             let _ = host.remove_response_header(&plugin.config.override_header);
         }
         let Some(InFlight { profile: index, pending, .. }) = in_flight else { return };
         let Some(profile) = plugin.config.profiles.get(index) else { return };
-        let Some(responded) = profile.kind.on_response(pending, upstream, profile.server_down, &plugin.state) else { return };
+        let mut server_down = profile.server_down;
+        if let (Some(Server { cluster: Some(recorded), .. }), Some(Server { cluster: Some(routed), .. })) = (pin, upstream) {
+            if recorded != routed {
+                // The route no longer reaches the client's cluster: a new server, whatever server_down says.
+                plugin.state.metrics.count_profile(host, index, ProfileCounter::ClusterMoved);
+                log::debug!("profile {}: cluster {} is no longer routed (now {}): client moves", profile.name, recorded.as_str(), routed.as_str());
+                server_down = ServerDown::Immediate;
+            }
+        }
+        let Some(responded) = profile.kind.on_response(pending, upstream, server_down, &plugin.state) else { return };
         report_outcome(&plugin, host, index, responded.outcome, upstream, responded.rejected);
+        if plugin.config.host_stats && responded.outcome == Outcome::Pinned {
+            if let Some(upstream) = upstream {
+                plugin.state.host_stats.count_pinned(host, &upstream.endpoint);
+            }
+        }
         let mut cx = Context { host: &mut *host, state: &plugin.state, profile: index, name: &profile.name, client_address: plugin.config.client_address };
         if let Err(error) = profile.kind.write(&mut cx, responded.writes) {
             host_error(&plugin, host, error);
         }
     }
+}
+
+/// Pins the request to `server`, and names its recorded cluster for the routes that match it.
+fn pin<H: HttpStream>(plugin: &Plugin, host: &mut H, server: &Server) -> Result<(), HostError> {
+    host.pin(&server.endpoint, &plugin.config.override_header)?;
+    if let (Some(header), Some(cluster)) = (plugin.config.cluster_header.as_deref(), &server.cluster) {
+        host.set_request_header(header, cluster.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// The cluster to record for this response: the routed one where clusters are steered. When it
+/// cannot be recorded, the pin's (so a record never loses its cluster to a failed read).
+fn routed_cluster<H: HttpStream>(plugin: &Plugin, host: &mut H, pin: Option<Server>) -> Option<ClusterName> {
+    plugin.config.cluster_header.as_ref()?;
+    let routed = host.attribute(Attribute::ClusterName);
+    if let Some(cluster) = routed.as_ref().ok().and_then(|c| c.as_deref()).and_then(ClusterName::new) {
+        return Some(cluster);
+    }
+    plugin.state.metrics.count(host, FilterCounter::ClusterUnrecorded);
+    if !plugin.state.warned.cluster_unrecorded.replace(true) {
+        let why = match &routed {
+            Err(error) => format!("reading it failed (status {})", error.status),
+            Ok(None) => "Envoy gave none".to_string(),
+            Ok(Some(name)) => format!("{} bytes, not 1-255 printable ASCII characters", name.len()),
+        };
+        log::warn!("cluster_header: the routed cluster cannot be recorded ({why}): clients keep the cluster they had");
+    }
+    pin.and_then(|p| p.cluster)
 }
 
 /// A failed host call: the request continues without persistence.
@@ -127,14 +183,14 @@ struct Decision<'a> {
 }
 
 impl Decision<'_> {
-    fn text(&self, pin: Option<Endpoint>, why: Option<(&str, &str)>) -> String {
+    fn text(&self, pin: Option<Server>, why: Option<(&str, &str)>) -> String {
         let profile = self.plugin.config.profiles.get(self.profile);
         let (name, type_name) = profile.map_or(("?", "?"), |p| (p.name.as_str(), p.kind.type_name()));
         report::decision(name, type_name, pin, why)
     }
 
     /// A response phase follows (it writes the record): only the decision header, if configured.
-    fn announce<H: HttpStream>(&self, host: &mut H, pin: Option<Endpoint>, why: Option<(&str, &str)>) {
+    fn announce<H: HttpStream>(&self, host: &mut H, pin: Option<Server>, why: Option<(&str, &str)>) {
         if let Some(header) = self.plugin.config.decision_header.as_deref() {
             let text = self.text(pin, why);
             if host.set_request_header(header, text.as_bytes()).is_err() {
@@ -162,7 +218,7 @@ fn record<H: HttpStream>(plugin: &Plugin, host: &mut H, text: &str) {
 }
 
 /// Counts, logs and records what happened once Envoy chose `upstream`.
-fn report_outcome<H: HttpStream>(plugin: &Plugin, host: &mut H, profile: usize, outcome: Outcome, upstream: Option<Endpoint>, rejected: Option<&str>) {
+fn report_outcome<H: HttpStream>(plugin: &Plugin, host: &mut H, profile: usize, outcome: Outcome, upstream: Option<Server>, rejected: Option<&str>) {
     plugin.state.metrics.count_profile(host, profile, outcome.into());
     let (name, type_name) = plugin.config.profiles.get(profile).map_or(("?", "?"), |p| (p.name.as_str(), p.kind.type_name()));
     let text = report::outcome(name, type_name, outcome, rejected, upstream);
@@ -178,6 +234,13 @@ fn strip_client_headers<H: HttpStream>(plugin: &Plugin, host: &mut H, headers: &
         plugin.state.metrics.count(host, FilterCounter::SpoofedOverrideHeader);
         log::debug!("removed a client-supplied {override_header} header");
         if host.remove_request_header(override_header).is_err() {
+            plugin.state.metrics.count(host, FilterCounter::HostErrors);
+        }
+    }
+    if let Some(cluster_header) = plugin.config.cluster_header.as_deref().filter(|h| headers.first(h).is_some()) {
+        plugin.state.metrics.count(host, FilterCounter::SpoofedClusterHeader);
+        log::debug!("removed a client-supplied {cluster_header} header");
+        if host.remove_request_header(cluster_header).is_err() {
             plugin.state.metrics.count(host, FilterCounter::HostErrors);
         }
     }
@@ -215,7 +278,7 @@ fn select_profile<H: HttpStream>(plugin: &Plugin, host: &mut H) -> Option<usize>
     config.default_profile
 }
 
-fn upstream_address<H: HttpStream>(host: &mut H) -> Option<Endpoint> {
+fn upstream_address<H: HttpStream>(host: &mut H) -> Option<endpoint::Endpoint> {
     let bytes = host.attribute(Attribute::UpstreamAddress).ok()??;
     endpoint::parse(std::str::from_utf8(&bytes).ok()?)
 }

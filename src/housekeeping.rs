@@ -2,7 +2,7 @@
 //! thread and on every worker; `Table::claim_sweep` hands each bucket to one of them.
 
 use crate::connections::ConnectionTable;
-use crate::endpoint::Endpoint;
+use crate::server::Server;
 use crate::host::Host;
 use crate::metrics::{FilterCounter, ProfileCounter};
 use crate::plugin::Plugin;
@@ -36,7 +36,7 @@ pub fn sweep(plugin: &Plugin, host: &impl Host) {
         let Some(spec) = profile.kind.table() else { continue };
         let Ok(Some(range)) = table.claim_sweep(store, BUCKETS_PER_TICK, now, table::sweep_interval(spec.timeout)) else { continue };
         let aware = spec.connection_aware.then_some(&connections);
-        let expired = |key: u64, entry: &Entry<Endpoint>| !table_backed::entry_alive(entry, key, spec.timeout, now, aware);
+        let expired = |key: u64, entry: &Entry<Server>| !table_backed::entry_alive(entry, key, spec.timeout, now, aware);
         let mut removed = 0;
         for bucket in range {
             match table.sweep(store, bucket, expired) {

@@ -66,7 +66,7 @@ pub fn inspect(keyring: &Keyring, carriers: &[Carrier], value: &str, now: u64) -
                         opened.key_id,
                         if opened.key_id == keyring.primary_id() { " (the primary key)" } else { " (not the primary key: re-sealed on the next response)" }
                     ),
-                    format!("server:  {}", claims.endpoint),
+                    format!("server:  {}", claims.server.endpoint),
                     format!("issued:  {}", moment(claims.issued_at, now)),
                 ];
                 let mut honoured = true;
@@ -89,7 +89,7 @@ pub fn inspect(keyring: &Keyring, carriers: &[Carrier], value: &str, now: u64) -
                     lines.push(format!("application value: {application}"));
                 }
                 lines.push(match honoured {
-                    true => format!("verdict: honoured now: the request goes to {} while it is up", claims.endpoint),
+                    true => format!("verdict: honoured now: the request goes to {} while it is up", claims.server.endpoint),
                     false => "verdict: no longer honoured (expired or idle): the client is load balanced and gets a new token".to_string(),
                 });
                 return Inspection::Opened { text: lines.join("\n"), honoured };
@@ -162,7 +162,7 @@ mod tests {
     }
 
     fn sealed(keyring: &Keyring, purpose: Purpose, name: &str, issued_at: u64, expires_at: Option<u64>) -> String {
-        let claims = Claims { endpoint: "10.0.0.7:8080".parse().unwrap(), issued_at, expires_at };
+        let claims = Claims { server: crate::server::Server::host("10.0.0.7:8080".parse().unwrap()), issued_at, expires_at };
         token::seal(keyring, purpose, name, &claims, [5; 12]).unwrap()
     }
 

@@ -41,6 +41,7 @@ pub mod persistence;
 pub mod plugin;
 pub mod profile;
 pub mod report;
+pub mod server;
 pub mod state;
 pub mod table;
 pub mod text;

@@ -3,7 +3,9 @@
 //! /stats/prometheus as `persistence_web_pinned`. The names are part of the public interface:
 //! README has the table.
 
+use crate::endpoint::Endpoint;
 use crate::host::{Host, MetricId, MetricKind};
+use std::cell::RefCell;
 use crate::outcome::Outcome;
 use crate::token::Rejection;
 
@@ -17,6 +19,7 @@ pub enum ProfileCounter {
     Repicked,
     Kept,
     NoUpstream,
+    ClusterMoved,
     RejectedMalformed,
     RejectedUnknownKey,
     RejectedForged,
@@ -35,12 +38,13 @@ pub enum ProfileCounter {
 }
 
 impl ProfileCounter {
-    pub const ALL: [ProfileCounter; 20] = [
+    pub const ALL: [ProfileCounter; 21] = [
         ProfileCounter::Pinned,
         ProfileCounter::New,
         ProfileCounter::Repicked,
         ProfileCounter::Kept,
         ProfileCounter::NoUpstream,
+        ProfileCounter::ClusterMoved,
         ProfileCounter::RejectedMalformed,
         ProfileCounter::RejectedUnknownKey,
         ProfileCounter::RejectedForged,
@@ -65,6 +69,7 @@ impl ProfileCounter {
             ProfileCounter::Repicked => "repicked",
             ProfileCounter::Kept => "kept",
             ProfileCounter::NoUpstream => "no_upstream",
+            ProfileCounter::ClusterMoved => "cluster_moved",
             ProfileCounter::RejectedMalformed => "rejected.malformed",
             ProfileCounter::RejectedUnknownKey => "rejected.unknown_key",
             ProfileCounter::RejectedForged => "rejected.forged",
@@ -83,9 +88,16 @@ impl ProfileCounter {
         }
     }
 
-    /// What every profile type counts: how its requests ended.
-    pub const OUTCOMES: [ProfileCounter; 5] =
-        [ProfileCounter::Pinned, ProfileCounter::New, ProfileCounter::Repicked, ProfileCounter::Kept, ProfileCounter::NoUpstream];
+    /// What every profile type counts: how its requests ended, and clients whose recorded
+    /// cluster the route no longer reaches (`cluster_header`).
+    pub const OUTCOMES: [ProfileCounter; 6] = [
+        ProfileCounter::Pinned,
+        ProfileCounter::New,
+        ProfileCounter::Repicked,
+        ProfileCounter::Kept,
+        ProfileCounter::NoUpstream,
+        ProfileCounter::ClusterMoved,
+    ];
     /// What table-backed types count about their table.
     pub const TABLE: [ProfileCounter; 3] = [ProfileCounter::Expired, ProfileCounter::Evicted, ProfileCounter::TableConflicts];
     /// What types reading sealed tokens count about the tokens they could not open.
@@ -149,6 +161,11 @@ pub enum FilterCounter {
     SpoofedOverrideHeader,
     /// Route metadata named a profile this configuration does not define.
     UnknownProfile,
+    /// Requests that arrived carrying the cluster header (removed before routing).
+    SpoofedClusterHeader,
+    /// Responses whose routed cluster could not be recorded (unreadable, over 255 bytes, or not
+    /// printable ASCII): the client's record keeps the cluster it had.
+    ClusterUnrecorded,
     /// A host call failed; the request continued without persistence.
     HostErrors,
     /// Client IP keys refused: Envoy took the client address from X-Forwarded-For's last entry,
@@ -160,10 +177,12 @@ pub enum FilterCounter {
 }
 
 impl FilterCounter {
-    pub const ALL: [FilterCounter; 6] = [
+    pub const ALL: [FilterCounter; 8] = [
         FilterCounter::ConfigErrors,
         FilterCounter::SpoofedOverrideHeader,
         FilterCounter::UnknownProfile,
+        FilterCounter::SpoofedClusterHeader,
+        FilterCounter::ClusterUnrecorded,
         FilterCounter::HostErrors,
         FilterCounter::UntrustedClientAddress,
         FilterCounter::NoPeerAddress,
@@ -174,6 +193,8 @@ impl FilterCounter {
             FilterCounter::ConfigErrors => "persistence.config_errors",
             FilterCounter::SpoofedOverrideHeader => "persistence.override_header_removed",
             FilterCounter::UnknownProfile => "persistence.unknown_profile",
+            FilterCounter::SpoofedClusterHeader => "persistence.cluster_header_removed",
+            FilterCounter::ClusterUnrecorded => "persistence.cluster_unrecorded",
             FilterCounter::HostErrors => "persistence.host_errors",
             FilterCounter::UntrustedClientAddress => "persistence.untrusted_client_address",
             FilterCounter::NoPeerAddress => "persistence.no_peer_address",
@@ -182,6 +203,48 @@ impl FilterCounter {
 
     pub fn index(self) -> usize {
         self as usize
+    }
+}
+
+/// Hosts given their own counter at most (a VM's defined stats are never freed).
+pub const MAX_HOST_STATS: usize = 1024;
+
+/// `persistence.host.<ip>_<port>.pinned`: the address with every `.`, `:`, `[`, `]` as `_`, so it
+/// stays one stat name segment (Prometheus: `persistence_host_10_0_0_7_8080_pinned`).
+pub fn host_stat(endpoint: &Endpoint) -> String {
+    let mut address = String::with_capacity(48);
+    crate::text::push_endpoint(&mut address, endpoint);
+    let segment: String = address.chars().filter(|c| *c != '[' && *c != ']').map(|c| if c == '.' || c == ':' { '_' } else { c }).collect();
+    format!("{PREFIX}.host.{segment}.pinned")
+}
+
+/// Pinned requests per upstream host (`host_stats`), each host's counter defined when first
+/// seen. For a DRAINING host every request is a pinned one: when its counter stops moving, no
+/// session uses it any more.
+#[derive(Default)]
+pub struct HostStats {
+    defined: RefCell<Vec<(Endpoint, Option<MetricId>)>>,
+}
+
+impl HostStats {
+    pub fn count_pinned(&self, host: &impl Host, endpoint: &Endpoint) {
+        let mut defined = self.defined.borrow_mut();
+        let id = match defined.iter().find(|(e, _)| e == endpoint) {
+            Some((_, id)) => *id,
+            None if defined.len() >= MAX_HOST_STATS => {
+                if defined.len() == MAX_HOST_STATS {
+                    log::warn!("host_stats: more than {MAX_HOST_STATS} upstream hosts seen; further hosts are not counted");
+                    defined.push((*endpoint, None));
+                }
+                None
+            }
+            None => {
+                let id = define(host, MetricKind::Counter, &host_stat(endpoint));
+                defined.push((*endpoint, id));
+                id
+            }
+        };
+        add(host, id, 1);
     }
 }
 

@@ -1,6 +1,6 @@
 //! How a persisted request ended, and Avi's rule for a persisted server that is down.
 
-use crate::endpoint::Endpoint;
+use crate::server::Server;
 
 /// Avi's "Select New Server When Persistent Server Down".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,11 +52,12 @@ impl Outcome {
 }
 
 /// The outcome of a request that was pinned to `pin` (or not) and served by `upstream`.
-pub fn outcome(pin: Option<Endpoint>, upstream: Option<Endpoint>, server_down: ServerDown) -> Outcome {
+pub fn outcome(pin: Option<Server>, upstream: Option<Server>, server_down: ServerDown) -> Outcome {
     match (pin, upstream) {
         (_, None) => Outcome::NoUpstream,
         (None, Some(_)) => Outcome::New,
-        (Some(pin), Some(upstream)) if pin == upstream => Outcome::Pinned,
+        // The host decides: the same host reached through another cluster is still the client's.
+        (Some(pin), Some(upstream)) if pin.endpoint == upstream.endpoint => Outcome::Pinned,
         (Some(_), Some(_)) if server_down == ServerDown::Immediate => Outcome::Repicked,
         (Some(_), Some(_)) => Outcome::Kept,
     }
@@ -68,8 +69,8 @@ mod tests {
 
     #[test]
     fn outcomes_follow_the_pin_the_upstream_and_server_down() {
-        let a = crate::endpoint::parse("10.0.0.1:80");
-        let b = crate::endpoint::parse("10.0.0.2:80");
+        let a = crate::endpoint::parse("10.0.0.1:80").map(Server::host);
+        let b = crate::endpoint::parse("10.0.0.2:80").map(Server::host);
         assert_eq!(outcome(a, None, ServerDown::Immediate), Outcome::NoUpstream);
         assert_eq!(outcome(None, a, ServerDown::Immediate), Outcome::New);
         assert_eq!(outcome(a, a, ServerDown::Never), Outcome::Pinned);

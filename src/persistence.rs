@@ -7,7 +7,7 @@
 use crate::config_reader::{Errors, Field};
 use crate::connections::Tracking;
 use crate::context::Context;
-use crate::endpoint::Endpoint;
+use crate::server::Server;
 use crate::header_pairs::Headers;
 use crate::host::{HostError, HttpStream};
 use crate::metrics::ProfileCounter;
@@ -18,7 +18,7 @@ use crate::token::Purpose;
 /// What a type's request phase decided.
 pub enum Requested<P> {
     /// Send the request to `server`; the response phase follows.
-    Pin { server: Endpoint, pending: P },
+    Pin { server: Server, pending: P },
     /// Let Envoy's load balancer choose; the response phase follows. `why` (a key and a value)
     /// goes into the decision record, e.g. `("rejected", "forged")`.
     Balance { why: Option<(&'static str, &'static str)>, pending: P },
@@ -37,7 +37,7 @@ impl<P> Requested<P> {
     }
 
     /// Pins to `pin` when there is one, else balances.
-    pub fn pin_or_balance(pin: Option<Endpoint>, why: Option<(&'static str, &'static str)>, pending: P) -> Requested<P> {
+    pub fn pin_or_balance(pin: Option<Server>, why: Option<(&'static str, &'static str)>, pending: P) -> Requested<P> {
         match pin {
             Some(server) => Requested::Pin { server, pending },
             None => Requested::Balance { why, pending },
@@ -117,7 +117,7 @@ pub trait Persistence: Describe + Sized {
     fn on_request<H: HttpStream>(&self, cx: &mut Context<'_, H>, headers: &Headers) -> Result<Requested<Self::Pending>, HostError>;
 
     /// The outcome once Envoy used `upstream` (None: no host was used), and what to write. Pure.
-    fn on_response(&self, pending: Self::Pending, upstream: Option<Endpoint>, server_down: ServerDown, state: &State) -> Responded<Self::Writes>;
+    fn on_response(&self, pending: Self::Pending, upstream: Option<Server>, server_down: ServerDown, state: &State) -> Responded<Self::Writes>;
 
     /// Writes what `on_response` decided: cookies, table entries, their counters.
     fn write<H: HttpStream>(&self, cx: &mut Context<'_, H>, writes: Self::Writes) -> Result<(), HostError>;

@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::connections::{self, Tracking};
 use crate::host::Host;
 use crate::keyring::{self, Keyring, Secret, GENERATED_KEY_ID};
-use crate::metrics::{FilterCounter, Metrics, ProfileStats};
+use crate::metrics::{FilterCounter, HostStats, Metrics, ProfileStats};
 use crate::state::{State, Warned};
 use crate::table::{hash_key, Table};
 use crate::token::Tokens;
@@ -79,7 +79,7 @@ impl Plugin {
             })
             .collect();
         let state =
-            State { tokens, metrics, tables, connections: connections::connection_table(), used, nonces: RefCell::default(), warned: Warned::default() };
+            State { tokens, metrics, tables, connections: connections::connection_table(), used, nonces: RefCell::default(), warned: Warned::default(), host_stats: HostStats::default() };
         Ok(Plugin { config, state })
     }
 

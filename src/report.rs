@@ -6,17 +6,17 @@
 //! - response time (what happened): `profile=web type=http_cookie outcome=pinned server=10.0.0.7:8080`,
 //!   `outcome=rejected:forged server=...`, `outcome=no_upstream server=-`
 
-use crate::endpoint::Endpoint;
+use crate::server::Server;
 use crate::outcome::Outcome;
 use crate::text::push_endpoint;
 
 /// The request-time record. `pin`: the server the request is sent to; `why`: why it is not pinned.
-pub fn decision(profile: &str, type_name: &str, pin: Option<Endpoint>, why: Option<(&str, &str)>) -> String {
+pub fn decision(profile: &str, type_name: &str, pin: Option<Server>, why: Option<(&str, &str)>) -> String {
     let mut out = start(profile, type_name);
     match pin {
         Some(server) => {
             out.push_str("decision=pin server=");
-            push_endpoint(&mut out, &server);
+            push_server(&mut out, &server);
         }
         None => out.push_str("decision=balance"),
     }
@@ -29,7 +29,7 @@ pub fn decision(profile: &str, type_name: &str, pin: Option<Endpoint>, why: Opti
 }
 
 /// The response-time record; a rejected token shows as `rejected:<reason>` (a new pin was made).
-pub fn outcome(profile: &str, type_name: &str, outcome: Outcome, rejected: Option<&str>, server: Option<Endpoint>) -> String {
+pub fn outcome(profile: &str, type_name: &str, outcome: Outcome, rejected: Option<&str>, server: Option<Server>) -> String {
     let mut out = start(profile, type_name);
     out.push_str("outcome=");
     match (rejected, outcome) {
@@ -41,10 +41,19 @@ pub fn outcome(profile: &str, type_name: &str, outcome: Outcome, rejected: Optio
     }
     out.push_str(" server=");
     match server {
-        Some(server) => push_endpoint(&mut out, &server),
+        Some(server) => push_server(&mut out, &server),
         None => out.push('-'),
     }
     out
+}
+
+/// `ip:port`, and ` cluster=<name>` when the cluster is recorded.
+fn push_server(out: &mut String, server: &Server) {
+    push_endpoint(out, &server.endpoint);
+    if let Some(cluster) = &server.cluster {
+        out.push_str(" cluster=");
+        out.push_str(cluster.as_str());
+    }
 }
 
 /// `profile=<profile> type=<type> ` (built by hand: this runs on every request).
@@ -62,7 +71,7 @@ mod tests {
 
     #[test]
     fn formats_records() {
-        let server = crate::endpoint::parse("10.0.0.7:8080");
+        let server = crate::endpoint::parse("10.0.0.7:8080").map(Server::host);
         assert_eq!(decision("web", "http_cookie", server, None), "profile=web type=http_cookie decision=pin server=10.0.0.7:8080");
         assert_eq!(decision("web", "http_cookie", None, Some(("rejected", "forged"))), "profile=web type=http_cookie decision=balance rejected=forged");
         assert_eq!(outcome("web", "http_cookie", Outcome::Pinned, None, server), "profile=web type=http_cookie outcome=pinned server=10.0.0.7:8080");

@@ -3,7 +3,7 @@
 //! was already logged. Profile types see it through `Context`; it knows nothing of profiles.
 
 use crate::host::Host;
-use crate::metrics::{FilterCounter, Metrics};
+use crate::metrics::{FilterCounter, HostStats, Metrics};
 use crate::table::Table;
 use crate::token::{NonceSequence, Tokens, NONCE_LEN};
 use std::cell::{Cell, RefCell};
@@ -21,6 +21,8 @@ pub struct State {
     /// Nonces for the tokens this VM seals (a new random sequence when used up).
     pub nonces: RefCell<Option<NonceSequence>>,
     pub warned: Warned,
+    /// Pinned requests per host (`host_stats`).
+    pub host_stats: HostStats,
 }
 
 /// Warnings given once per VM (a worker), not once per request.
@@ -30,6 +32,7 @@ pub struct Warned {
     pub profiles: RefCell<Vec<String>>,
     pub untrusted_client_address: Cell<bool>,
     pub no_peer_address: Cell<bool>,
+    pub cluster_unrecorded: Cell<bool>,
 }
 
 impl State {

@@ -41,12 +41,12 @@ pub trait Record: Copy + PartialEq {
     fn decode(bytes: &[u8]) -> Option<(Self, &[u8])>;
 }
 
-impl Record for crate::endpoint::Endpoint {
+impl Record for crate::server::Server {
     fn encode(&self, out: &mut Vec<u8>) {
-        crate::endpoint::encode(self, out);
+        crate::server::encode(self, out);
     }
     fn decode(bytes: &[u8]) -> Option<(Self, &[u8])> {
-        crate::endpoint::decode(bytes)
+        crate::server::decode(bytes)
     }
 }
 

@@ -1,11 +1,12 @@
 //! Sealed tokens: what the filter hands to clients so that only the filter can read or make them.
 //!
 //! Layout (v1), base64url without padding:
-//! `version(1) | key_id(1) | nonce(12) | AES-256-GCM( issued_at(8) | expires_at(8) | endpoint ) | tag(16)`
+//! `version(1) | key_id(1) | nonce(12) | AES-256-GCM( issued_at(8) | expires_at(8) | server ) | tag(16)`
+//! (`server`: `crate::server`'s binary form, the endpoint and, where clusters are steered, the cluster)
 //! Associated data binds the version, the key id, what the token is for and the cookie name, so a
 //! token is only ever accepted where it was issued. `expires_at` 0 means "no absolute expiry".
 
-use crate::endpoint::{self, Endpoint};
+use crate::server::{self, ClusterName, Server};
 use crate::keyring::Keyring;
 use aes_gcm::aead::AeadInOut;
 use base64::Engine;
@@ -16,8 +17,8 @@ pub const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 const HEADER_LEN: usize = 2 + NONCE_LEN;
 const TIMES_LEN: usize = 16;
-/// Largest plaintext: two times and an IPv6 endpoint.
-const MAX_PLAINTEXT_LEN: usize = TIMES_LEN + 19;
+/// Largest plaintext: two times, an IPv6 endpoint and the longest cluster name.
+const MAX_PLAINTEXT_LEN: usize = TIMES_LEN + 19 + 1 + ClusterName::MAX_LEN;
 const MAX_TOKEN_BYTES: usize = HEADER_LEN + MAX_PLAINTEXT_LEN + TAG_LEN;
 /// Longer input is refused before decoding, so hostile 8 KiB cookies cost nothing.
 pub const MAX_TOKEN_CHARS: usize = MAX_TOKEN_BYTES.div_ceil(3) * 4;
@@ -35,7 +36,7 @@ pub enum Purpose {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Claims {
-    pub endpoint: Endpoint,
+    pub server: Server,
     /// Unix seconds when this token was sealed (refreshing re-seals it).
     pub issued_at: u64,
     /// Unix seconds after which the session ends whatever happens; None for no absolute limit.
@@ -99,7 +100,7 @@ pub fn seal(keyring: &Keyring, purpose: Purpose, name: &str, claims: &Claims, no
     bytes.extend_from_slice(&nonce);
     bytes.extend_from_slice(&claims.issued_at.to_be_bytes());
     bytes.extend_from_slice(&claims.expires_at.unwrap_or(0).to_be_bytes());
-    endpoint::encode(&claims.endpoint, &mut bytes);
+    server::encode(&claims.server, &mut bytes);
     let plaintext = bytes.get_mut(HEADER_LEN..)?;
     let tag = cipher.encrypt_inout_detached(&nonce.into(), &associated_data(key_id, purpose, name), plaintext.into()).ok()?;
     bytes.extend_from_slice(&tag);
@@ -249,12 +250,12 @@ pub fn looks_like_token(text: &[u8]) -> bool {
 fn parse_claims(plaintext: &[u8]) -> Option<Claims> {
     let (issued_at, rest) = plaintext.split_first_chunk::<8>()?;
     let (expires_at, rest) = rest.split_first_chunk::<8>()?;
-    let (endpoint, rest) = endpoint::decode(rest)?;
+    let (server, rest) = server::decode(rest)?;
     if !rest.is_empty() {
         return None;
     }
     let expires_at = u64::from_be_bytes(*expires_at);
-    Some(Claims { endpoint, issued_at: u64::from_be_bytes(*issued_at), expires_at: (expires_at != 0).then_some(expires_at) })
+    Some(Claims { server, issued_at: u64::from_be_bytes(*issued_at), expires_at: (expires_at != 0).then_some(expires_at) })
 }
 
 #[cfg(test)]
@@ -267,7 +268,7 @@ mod tests {
     }
 
     fn claims(endpoint: &str) -> Claims {
-        Claims { endpoint: endpoint::parse(endpoint).unwrap(), issued_at: 1_800_000_000, expires_at: Some(1_800_043_200) }
+        Claims { server: Server::host(crate::endpoint::parse(endpoint).unwrap()), issued_at: 1_800_000_000, expires_at: Some(1_800_043_200) }
     }
 
     #[test]
@@ -427,7 +428,7 @@ mod tests {
             let id = v["key_id"].as_u64().unwrap() as u8;
             let keys = ring(&[(id, v["key_fill"].as_u64().unwrap() as u8)], id);
             let claims = Claims {
-                endpoint: endpoint::parse(v["endpoint"].as_str().unwrap()).unwrap(),
+                server: Server::host(crate::endpoint::parse(v["endpoint"].as_str().unwrap()).unwrap()),
                 issued_at: v["issued_at"].as_u64().unwrap(),
                 expires_at: v["expires_at"].as_u64(),
             };

@@ -8,6 +8,7 @@ use base64::Engine;
 use common::{backend_of, get, named, test_secret, Backend, Envoy, EnvoyConfig, Jar};
 use envoy_persistence::endpoint;
 use envoy_persistence::keyring::Keyring;
+use envoy_persistence::server::Server;
 use envoy_persistence::token::{self, Claims, Purpose};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -44,7 +45,7 @@ fn cookie_value(set_cookie: &str) -> String {
 /// A token for `backend` sealed like the filter does, with test key `fill` under `id`.
 fn sealed(id: u8, fill: u8, name: &str, backend: &Backend, issued_at: u64, expires_at: Option<u64>) -> String {
     let keys = Keyring::new(&[(id, [fill; 32])], id).unwrap();
-    let claims = Claims { endpoint: endpoint::parse(&backend.addr.to_string()).unwrap(), issued_at, expires_at };
+    let claims = Claims { server: Server::host(endpoint::parse(&backend.addr.to_string()).unwrap()), issued_at, expires_at };
     token::seal(&keys, Purpose::HttpCookie, name, &claims, [7; 12]).unwrap()
 }
 

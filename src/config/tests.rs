@@ -71,7 +71,7 @@ fn a_single_key_is_primary_by_default() {
 fn every_rule_is_reported_with_its_path() {
     let cases: Vec<(serde_json::Value, Vec<&str>)> = vec![
         (json!([]), vec!["configuration: must be an object, got an array"]),
-        (json!({"profile": []}), vec!["profile: unknown field (known fields here: client_address, decision_header, default_profile, keys, keys_env, override_header, primary_key_id, profiles, routes)"]),
+        (json!({"profile": []}), vec!["profile: unknown field (known fields here: client_address, cluster_header, decision_header, default_profile, host_stats, keys, keys_env, override_header, primary_key_id, profiles, routes)"]),
         (json!({"keys": [{"id": 1, "secret": "c2hvcnQ="}]}), vec!["keys[0].secret: must be base64 of exactly 32 random bytes, got 5 bytes (make one with: openssl rand -base64 32)"]),
         (json!({"keys": [{"id": 1, "secret": "not base64!"}]}), vec!["keys[0].secret: is not valid base64 (make one with: openssl rand -base64 32)"]),
         (json!({"keys": [{"id": 0, "secret": SECRET_1}]}), vec!["keys[0].id: must be an integer between 1 and 255, got number 0"]),
@@ -82,6 +82,9 @@ fn every_rule_is_reported_with_its_path() {
         (json!({"override_header": "X-Upstream"}), vec!["override_header: must be a lowercase HTTP header name, got \"X-Upstream\""]),
         (json!({"default_profile": "web"}), vec!["default_profile: names profile \"web\", which is not defined"]),
         (json!({"decision_header": "x-persistence-upstream"}), vec!["decision_header: must differ from override_header"]),
+        (json!({"cluster_header": "x-persistence-upstream"}), vec!["cluster_header: must differ from override_header and decision_header"]),
+        (json!({"cluster_header": "X Cluster"}), vec!["cluster_header: must be a lowercase HTTP header name, got \"X Cluster\""]),
+        (json!({"host_stats": "yes"}), vec!["host_stats: must be true or false, got string \"yes\""]),
         (json!({"decision_header": "X-Decision"}), vec!["decision_header: must be a lowercase HTTP header name, got \"X-Decision\""]),
         (json!({"routes": {"r1": "nope"}}), vec!["routes.r1: names profile \"nope\", which is not defined"]),
         (json!({"profiles": [{"type": "http_cookie"}]}), vec!["profiles[0].name: is required"]),

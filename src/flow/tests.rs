@@ -5,6 +5,7 @@
 use super::*;
 use crate::host::fake::FakeHost;
 use crate::keyring::Keyring;
+use crate::server::ClusterName;
 use crate::token::{self, Claims, Purpose};
 use serde_json::{json, Value};
 
@@ -111,7 +112,7 @@ fn sealed(id: u8, secret: u8, claims: Claims) -> String {
 }
 
 fn claims(server: &str) -> Claims {
-    Claims { endpoint: server.parse().unwrap(), issued_at: NOW, expires_at: None }
+    Claims { server: Server::host(server.parse().unwrap()), issued_at: NOW, expires_at: None }
 }
 
 #[test]
@@ -583,4 +584,109 @@ fn app_header_prefix_seals_the_value_once_and_the_backend_sees_its_own() {
     // A value the filter did not seal passes as it is.
     f.exchange("mcp-prefix", &[("mcp-session-id", "plain")], Some(B), &[]);
     assert_eq!(f.host.request_header("mcp-session-id").as_deref(), Some("plain"));
+}
+
+/// `cluster_header` on, with a cookie profile (tokens) and a client IP profile (a table).
+fn canary_config() -> Value {
+    json!({
+        "keys": [{"id": 1, "secret": SECRET}],
+        "cluster_header": "x-cluster",
+        "host_stats": true,
+        "routes": {"web": "web", "ip": "ip", "never": "never"},
+        "profiles": [
+            {"name": "web", "type": "http_cookie"},
+            {"name": "never", "type": "http_cookie", "server_down": "never"},
+            {"name": "ip", "type": "client_ip"}
+        ]
+    })
+}
+
+fn in_cluster(server: &str, cluster: &str) -> Claims {
+    Claims { server: Server { endpoint: server.parse().unwrap(), cluster: ClusterName::new(cluster.as_bytes()) }, issued_at: NOW, expires_at: None }
+}
+
+#[test]
+fn clusters_are_recorded_named_on_return_and_never_taken_from_clients() {
+    let mut f = Fixture::new(canary_config());
+    // First visit: a client-supplied cluster header is removed and counted; the routed cluster is sealed.
+    let mut stream = f.request("web", &[("x-cluster", "app-v2")]);
+    assert_eq!(f.host.request_header("x-cluster"), None);
+    assert_eq!(f.stat("cluster_header_removed"), 1);
+    f.host.attribute("cluster_name", "app-v1");
+    f.respond(&mut stream, Some(A), &[]);
+    assert_eq!(f.only_record(), format!("profile=web type=http_cookie outcome=new server={A} cluster=app-v1"));
+    let cookie = f.set_cookie().unwrap();
+
+    // Returning: pinned to A and its cluster named for the routes.
+    let mut stream = f.request("web", &[("cookie", &cookie), ("x-cluster", "app-v2")]);
+    assert_eq!(f.pinned().as_deref(), Some(A));
+    assert_eq!(f.host.request_header("x-cluster").as_deref(), Some("app-v1"), "the recorded cluster, not the client's");
+    assert_eq!(f.stat("cluster_header_removed"), 2);
+    f.host.attribute("cluster_name", "app-v1");
+    f.respond(&mut stream, Some(A), &[]);
+    assert_eq!(f.only_record(), format!("profile=web type=http_cookie outcome=pinned server={A} cluster=app-v1"));
+    assert_eq!(f.set_cookie(), None);
+    assert_eq!(f.stat("host.10_0_0_1_8080.pinned"), 1);
+}
+
+#[test]
+fn a_cluster_the_route_no_longer_reaches_moves_its_clients_whatever_server_down_says() {
+    let mut f = Fixture::new(canary_config());
+    for route in ["web", "never"] {
+        let cookie = sealed(1, 1, in_cluster(A, "app-v2"));
+        let mut stream = f.request(route, &[("cookie", &cookie)]);
+        assert_eq!(f.host.request_header("x-cluster").as_deref(), Some("app-v2"));
+        // No route matches app-v2 any more: the weights chose app-v1 and its host B.
+        f.host.attribute("cluster_name", "app-v1");
+        f.respond(&mut stream, Some(B), &[]);
+        assert_eq!(f.only_record(), format!("profile={route} type=http_cookie outcome=repicked server={B} cluster=app-v1"));
+        assert_eq!(f.stat(&format!("{route}.cluster_moved")), 1);
+        let moved = f.set_cookie().expect("a cookie for the new cluster");
+        let opened = f.plugin.state.tokens.open(Purpose::HttpCookie, "AVI_COOKIE", moved.trim_start_matches("AVI_COOKIE=").as_bytes()).unwrap();
+        assert_eq!(opened.claims.server.cluster.map(|c| c.as_str().to_string()).as_deref(), Some("app-v1"));
+    }
+}
+
+#[test]
+fn the_same_host_through_another_cluster_keeps_the_client_and_records_the_cluster() {
+    let mut f = Fixture::new(canary_config());
+    // A session from before cluster_header was set: no cluster recorded.
+    let cookie = sealed(1, 1, claims(A));
+    let mut stream = f.request("web", &[("cookie", &cookie)]);
+    assert_eq!(f.host.request_header("x-cluster"), None, "no cluster to name");
+    f.host.attribute("cluster_name", "app");
+    f.respond(&mut stream, Some(A), &[]);
+    assert_eq!(f.only_record(), format!("profile=web type=http_cookie outcome=pinned server={A} cluster=app"));
+    assert!(f.set_cookie().is_some(), "re-sealed with its cluster");
+    assert_eq!(f.stat("web.cluster_moved"), 0);
+}
+
+#[test]
+fn table_entries_record_their_cluster_and_an_unreadable_cluster_keeps_the_old_one() {
+    let mut f = Fixture::new(canary_config());
+    let mut stream = f.request("ip", &[]);
+    f.host.attribute("cluster_name", "app-v2");
+    f.respond(&mut stream, Some(B), &[]);
+    assert_eq!(f.only_record(), format!("profile=ip type=client_ip outcome=new server={B} cluster=app-v2"));
+
+    let mut stream = f.request("ip", &[]);
+    assert_eq!(f.pinned().as_deref(), Some(B));
+    assert_eq!(f.host.request_header("x-cluster").as_deref(), Some("app-v2"));
+    // Envoy gives no cluster name (or one that cannot be a header value): counted, the entry keeps app-v2.
+    f.host.attribute("cluster_name", "bad name");
+    f.respond(&mut stream, Some(B), &[]);
+    assert_eq!(f.only_record(), format!("profile=ip type=client_ip outcome=pinned server={B} cluster=app-v2"));
+    assert_eq!(f.stat("cluster_unrecorded"), 1);
+    let _ = f.request("ip", &[]);
+    assert_eq!(f.host.request_header("x-cluster").as_deref(), Some("app-v2"));
+}
+
+#[test]
+fn without_cluster_header_nothing_about_clusters_is_read_or_written() {
+    let mut f = Fixture::new(config());
+    let cookie = sealed(1, 1, in_cluster(A, "app-v2"));
+    let mut stream = f.request("web", &[("cookie", &cookie), ("x-cluster", "app-v1")]);
+    assert_eq!(f.host.request_header("x-cluster").as_deref(), Some("app-v1"), "not ours: left alone");
+    f.respond(&mut stream, Some(A), &[]);
+    assert!(!f.host.calls.borrow().iter().any(|c| c.contains("cluster_name")));
 }

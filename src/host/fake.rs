@@ -61,6 +61,7 @@ fn attribute_name(attribute: Attribute) -> String {
         Attribute::SourceAddress => "source.address".into(),
         Attribute::UpstreamAddress => "upstream.address".into(),
         Attribute::RouteName => "route_name".into(),
+        Attribute::ClusterName => "cluster_name".into(),
         Attribute::RouteProfile => "route_profile".into(),
         Attribute::TlsVersion => "tls_version".into(),
         Attribute::PeerCertificateDigest => "peer_certificate".into(),

@@ -67,6 +67,8 @@ pub enum Attribute<'a> {
     UpstreamAddress,
     /// The xDS route name.
     RouteName,
+    /// The cluster the route chose (after weights).
+    ClusterName,
     /// Route metadata `filter_metadata.persistence.profile`.
     RouteProfile,
     /// The downstream TLS version; absent or empty without TLS.

@@ -13,7 +13,7 @@ use super::table_backed::{self, TableTimeout, Write};
 use crate::config_reader::{Errors, Field};
 use crate::context::Context;
 use crate::cookie::{self, Edit};
-use crate::endpoint::Endpoint;
+use crate::server::Server;
 use crate::header_pairs::Headers;
 use crate::host::{HostError, HttpStream};
 use crate::metrics::ProfileCounter;
@@ -153,7 +153,7 @@ pub fn issued(name: &str, set_cookies: &[impl AsRef<[u8]>]) -> Option<Issued> {
 /// forgotten; otherwise `write` (the rule of every table-backed profile) applies to the request's id,
 /// also when the backend repeats the request's own id on the server it is pinned to (some send it
 /// on every response: that is no news, and no table write).
-pub fn table_writes(request_key: Option<u64>, write: Option<Write>, upstream: Option<Endpoint>, issued: Option<Issued>, now: u32, pinned_there: bool) -> Vec<(u64, Write)> {
+pub fn table_writes(request_key: Option<u64>, write: Option<Write>, upstream: Option<Server>, issued: Option<Issued>, now: u32, pinned_there: bool) -> Vec<(u64, Write)> {
     let mut writes = Vec::new();
     match (issued, upstream) {
         (Some(Issued::Value(value)), Some(_)) if pinned_there && request_key == Some(key(&value)) => writes.extend(request_key.zip(write)),
@@ -217,9 +217,9 @@ pub fn read_prefixed(name: &str, tokens: &Tokens, cookie_headers: &[impl AsRef<[
 
 /// Prefix mode: the backend's `Set-Cookie` for `name` with the value sealed for `upstream`;
 /// None for other cookies and for deletions (passed on untouched).
-pub fn seal_set_cookie(name: &str, tokens: &Tokens, header: &[u8], upstream: Endpoint, now: u64, nonce: [u8; token::NONCE_LEN]) -> Option<Vec<u8>> {
+pub fn seal_set_cookie(name: &str, tokens: &Tokens, header: &[u8], upstream: Server, now: u64, nonce: [u8; token::NONCE_LEN]) -> Option<Vec<u8>> {
     let parsed = cookie::parse_set_cookie(header).filter(|c| c.name == name.as_bytes() && !c.deletes())?;
-    let token = tokens.seal(Purpose::AppCookiePrefix, name, &Claims { endpoint: upstream, issued_at: now, expires_at: None }, nonce)?;
+    let token = tokens.seal(Purpose::AppCookiePrefix, name, &Claims { server: upstream, issued_at: now, expires_at: None }, nonce)?;
     let mut out = Vec::with_capacity(header.len() + token.len() + 1);
     out.extend_from_slice(name.as_bytes());
     out.push(b'=');
@@ -236,12 +236,12 @@ pub fn reissue(
     settings: &Settings,
     tokens: &Tokens,
     value: &[u8],
-    upstream: Endpoint,
+    upstream: Server,
     now: u64,
     nonce: [u8; token::NONCE_LEN],
     secure: bool,
 ) -> Option<String> {
-    let token = tokens.seal(Purpose::AppCookiePrefix, &settings.name, &Claims { endpoint: upstream, issued_at: now, expires_at: None }, nonce)?;
+    let token = tokens.seal(Purpose::AppCookiePrefix, &settings.name, &Claims { server: upstream, issued_at: now, expires_at: None }, nonce)?;
     let value = std::str::from_utf8(value).ok()?;
     let attributes = cookie::Attributes { path: settings.path.clone(), domain: None, http_only: true, same_site: None, partitioned: false };
     Some(cookie::set_cookie(&settings.name, &format!("{token}.{value}"), &attributes, secure, None, now))
@@ -270,13 +270,13 @@ impl Describe for Settings {
 
 pub enum Pending {
     /// `key`: the request's session id, if it had one; `now`: the clock at the request.
-    Table { key: Option<u64>, snapshot: Option<Snapshot>, pin: Option<Entry<Endpoint>>, now: u32 },
+    Table { key: Option<u64>, snapshot: Option<Snapshot>, pin: Option<Entry<Server>>, now: u32 },
     Prefix { found: Prefixed },
 }
 
 pub enum Writes {
-    Table { key: Option<u64>, snapshot: Option<Snapshot>, write: Option<Write>, upstream: Option<Endpoint>, now: u32, pinned_there: bool },
-    Prefix { found: Prefixed, outcome: Outcome, upstream: Option<Endpoint> },
+    Table { key: Option<u64>, snapshot: Option<Snapshot>, write: Option<Write>, upstream: Option<Server>, now: u32, pinned_there: bool },
+    Prefix { found: Prefixed, outcome: Outcome, upstream: Option<Server> },
 }
 
 impl Persistence for Settings {
@@ -315,11 +315,11 @@ impl Persistence for Settings {
         }
     }
 
-    fn on_response(&self, pending: Pending, upstream: Option<Endpoint>, server_down: ServerDown, _: &State) -> Responded<Writes> {
+    fn on_response(&self, pending: Pending, upstream: Option<Server>, server_down: ServerDown, _: &State) -> Responded<Writes> {
         match pending {
             Pending::Table { key, snapshot, pin, now } => {
                 let (outcome, write) = table_backed::decide(pin, upstream, server_down, self.timeout, now);
-                let pinned_there = upstream.is_some() && pin.map(|p| p.record) == upstream;
+                let pinned_there = upstream.is_some() && pin.map(|p| p.record.endpoint) == upstream.map(|u| u.endpoint);
                 Responded { outcome, rejected: None, writes: Writes::Table { key, snapshot, write, upstream, now, pinned_there } }
             }
             Pending::Prefix { found } => {
@@ -356,7 +356,7 @@ fn seal_response<H: HttpStream>(
     settings: &Settings,
     cx: &mut Context<'_, H>,
     set_cookies: &[&[u8]],
-    upstream: Endpoint,
+    upstream: Server,
     outcome: Outcome,
     found: &Prefixed,
 ) -> Result<(), HostError> {
@@ -392,9 +392,9 @@ fn seal_response<H: HttpStream>(
     Ok(())
 }
 
-fn pinned(found: &Prefixed) -> Option<Endpoint> {
+fn pinned(found: &Prefixed) -> Option<Server> {
     match found {
-        Prefixed::Valid { claims, .. } => Some(claims.endpoint),
+        Prefixed::Valid { claims, .. } => Some(claims.server),
         _ => None,
     }
 }

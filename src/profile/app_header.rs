@@ -15,7 +15,7 @@ use super::session_header::{is_header_name, HEADER_RULE};
 use super::table_backed::{self, TableTimeout, Write};
 use crate::config_reader::{Errors, Field};
 use crate::context::Context;
-use crate::endpoint::Endpoint;
+use crate::server::Server;
 use crate::header_pairs::Headers;
 use crate::host::{HostError, HttpStream};
 use crate::metrics::ProfileCounter;
@@ -92,14 +92,14 @@ impl Describe for Settings {
 
 pub enum Pending {
     /// `key`: the request's session id, if it had one; `deleting`: the request is a DELETE.
-    Table { key: Option<u64>, snapshot: Option<Snapshot>, pin: Option<Entry<Endpoint>>, now: u32, deleting: bool },
+    Table { key: Option<u64>, snapshot: Option<Snapshot>, pin: Option<Entry<Server>>, now: u32, deleting: bool },
     /// `sealed`: the header's value as the client sent it, when it carried a valid seal.
     Prefix { found: Prefixed, sealed: Option<Vec<u8>> },
 }
 
 pub enum Writes {
-    Table { key: Option<u64>, snapshot: Option<Snapshot>, write: Option<Write>, upstream: Option<Endpoint>, now: u32, deleting: bool, pinned_there: bool },
-    Prefix { found: Prefixed, sealed: Option<Vec<u8>>, outcome: Outcome, upstream: Option<Endpoint> },
+    Table { key: Option<u64>, snapshot: Option<Snapshot>, write: Option<Write>, upstream: Option<Server>, now: u32, deleting: bool, pinned_there: bool },
+    Prefix { found: Prefixed, sealed: Option<Vec<u8>>, outcome: Outcome, upstream: Option<Server> },
 }
 
 impl Persistence for Settings {
@@ -148,11 +148,11 @@ impl Persistence for Settings {
         }
     }
 
-    fn on_response(&self, pending: Pending, upstream: Option<Endpoint>, server_down: ServerDown, _: &State) -> Responded<Writes> {
+    fn on_response(&self, pending: Pending, upstream: Option<Server>, server_down: ServerDown, _: &State) -> Responded<Writes> {
         match pending {
             Pending::Table { key, snapshot, pin, now, deleting } => {
                 let (outcome, write) = table_backed::decide(pin, upstream, server_down, self.timeout, now);
-                let pinned_there = upstream.is_some() && pin.map(|p| p.record) == upstream;
+                let pinned_there = upstream.is_some() && pin.map(|p| p.record.endpoint) == upstream.map(|u| u.endpoint);
                 Responded { outcome, rejected: None, writes: Writes::Table { key, snapshot, write, upstream, now, deleting, pinned_there } }
             }
             Pending::Prefix { found, sealed } => {
@@ -200,7 +200,7 @@ impl Persistence for Settings {
                     (None, _) => return Ok(()),
                 };
                 let Some(nonce) = cx.nonce() else { return Ok(()) };
-                let claims = Claims { endpoint: upstream, issued_at: cx.host.now(), expires_at: None };
+                let claims = Claims { server: upstream, issued_at: cx.host.now(), expires_at: None };
                 let Some(token) = cx.state.tokens.seal(Purpose::AppHeaderPrefix, &self.name, &claims, nonce) else { return Ok(()) };
                 if !unchanged {
                     cx.count(ProfileCounter::Learned);
@@ -215,9 +215,9 @@ impl Persistence for Settings {
     }
 }
 
-fn pinned(found: &Prefixed) -> Option<Endpoint> {
+fn pinned(found: &Prefixed) -> Option<Server> {
     match found {
-        Prefixed::Valid { claims, .. } => Some(claims.endpoint),
+        Prefixed::Valid { claims, .. } => Some(claims.server),
         _ => None,
     }
 }

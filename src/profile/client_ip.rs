@@ -9,7 +9,7 @@ use crate::client_address::{self, Granularity, Verdict};
 use crate::config_reader::{Errors, Field};
 use crate::connections::Tracking;
 use crate::context::Context;
-use crate::endpoint::Endpoint;
+use crate::server::Server;
 use crate::header_pairs::Headers;
 use crate::host::{Attribute, HostError, HttpStream};
 use crate::metrics::{FilterCounter, ProfileCounter};
@@ -100,7 +100,7 @@ impl Persistence for Settings {
         }
     }
 
-    fn on_response(&self, pending: Self::Pending, upstream: Option<Endpoint>, server_down: ServerDown, _: &State) -> Responded<Self::Writes> {
+    fn on_response(&self, pending: Self::Pending, upstream: Option<Server>, server_down: ServerDown, _: &State) -> Responded<Self::Writes> {
         table_backed::respond(pending, upstream, server_down)
     }
 

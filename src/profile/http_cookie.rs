@@ -6,7 +6,7 @@ use super::sealed::{self, Lifetime};
 use crate::config_reader::{Errors, Field};
 use crate::context::Context;
 use crate::cookie::{self, Attributes, SameSite};
-use crate::endpoint::Endpoint;
+use crate::server::Server;
 use crate::header_pairs::Headers;
 use crate::host::{HostError, HttpStream};
 use crate::metrics::ProfileCounter;
@@ -124,7 +124,7 @@ pub fn read_request(settings: &Settings, tokens: &Tokens, cookie_headers: &[impl
 }
 
 /// Decides the response side once Envoy has picked `upstream` (None: no upstream was used).
-pub fn decide(settings: &Settings, server_down: ServerDown, presented: &Presented, upstream: Option<Endpoint>, primary_key_id: u8, now: u64) -> Decision {
+pub fn decide(settings: &Settings, server_down: ServerDown, presented: &Presented, upstream: Option<Server>, primary_key_id: u8, now: u64) -> Decision {
     sealed::decide(&settings.lifetime(), server_down, presented, upstream, primary_key_id, now)
 }
 
@@ -178,7 +178,7 @@ impl Persistence for Settings {
         Ok(Requested::pin_or_balance(pending.presented.pin(), why, pending))
     }
 
-    fn on_response(&self, pending: sealed::Pending, upstream: Option<Endpoint>, server_down: ServerDown, state: &State) -> Responded<sealed::Writes> {
+    fn on_response(&self, pending: sealed::Pending, upstream: Option<Server>, server_down: ServerDown, state: &State) -> Responded<sealed::Writes> {
         sealed::respond(&self.lifetime(), pending, upstream, server_down, state)
     }
 
@@ -212,8 +212,8 @@ mod tests {
         Tokens::new(keyring())
     }
 
-    fn server(n: u8) -> Endpoint {
-        endpoint::parse(&format!("10.0.0.{n}:8080")).unwrap()
+    fn server(n: u8) -> Server {
+        Server::host(endpoint::parse(&format!("10.0.0.{n}:8080")).unwrap())
     }
 
     fn parse(section: serde_json::Value) -> Result<Settings, Vec<String>> {
@@ -275,7 +275,7 @@ mod tests {
         let settings = Settings::default();
         let keys = keyring();
         let tokens = tokens();
-        let claims = Claims { endpoint: server(2), issued_at: NOW - 100, expires_at: None };
+        let claims = Claims { server: server(2), issued_at: NOW - 100, expires_at: None };
         let presented = read_request(&settings, &tokens, &[cookie_for(&settings, &keys, claims)], NOW);
         assert_eq!(presented.pin(), Some(server(2)));
         let decision = decide(&settings, ServerDown::Immediate, &presented, Some(server(2)), 2, NOW);
@@ -291,7 +291,7 @@ mod tests {
             assert_eq!(presented.pin(), None);
             let decision = decide(&settings, ServerDown::Immediate, &presented, Some(server(1)), 2, NOW);
             assert_eq!(decision.outcome, Outcome::New);
-            assert_eq!(decision.reply, Reply::Seal(Claims { endpoint: server(1), issued_at: NOW, expires_at: Some(NOW + 600) }));
+            assert_eq!(decision.reply, Reply::Seal(Claims { server: server(1), issued_at: NOW, expires_at: Some(NOW + 600) }));
         }
     }
 
@@ -302,7 +302,7 @@ mod tests {
         let tokens = tokens();
         let other_fleet = Keyring::new(&[(2, [9; 32])], 2).unwrap();
         let retired = Keyring::new(&[(3, [3; 32])], 3).unwrap();
-        let live = Claims { endpoint: server(1), issued_at: NOW, expires_at: Some(NOW + 60) };
+        let live = Claims { server: server(1), issued_at: NOW, expires_at: Some(NOW + 60) };
         let cases = [
             (b"AVI_COOKIE=%%%".to_vec(), Rejection::Malformed),
             (cookie_for(&settings, &other_fleet, live), Rejection::Forged),
@@ -324,7 +324,7 @@ mod tests {
         let settings = Settings::default();
         let keys = keyring();
         let tokens = tokens();
-        let good = cookie_for(&settings, &keys, Claims { endpoint: server(3), issued_at: NOW, expires_at: None });
+        let good = cookie_for(&settings, &keys, Claims { server: server(3), issued_at: NOW, expires_at: None });
         let presented = read_request(&settings, &tokens, &[b"AVI_COOKIE=junk".to_vec(), good], NOW);
         assert_eq!(presented.pin(), Some(server(3)));
     }
@@ -334,11 +334,11 @@ mod tests {
         let settings = Settings { timeout: Some(600), ..Settings::default() };
         let keys = keyring();
         let tokens = tokens();
-        let claims = Claims { endpoint: server(1), issued_at: NOW - 10, expires_at: Some(NOW + 300) };
+        let claims = Claims { server: server(1), issued_at: NOW - 10, expires_at: Some(NOW + 300) };
         let presented = read_request(&settings, &tokens, &[cookie_for(&settings, &keys, claims)], NOW);
         let immediate = decide(&settings, ServerDown::Immediate, &presented, Some(server(2)), 2, NOW);
         assert_eq!(immediate.outcome, Outcome::Repicked);
-        assert_eq!(immediate.reply, Reply::Seal(Claims { endpoint: server(2), issued_at: NOW, expires_at: Some(NOW + 600) }));
+        assert_eq!(immediate.reply, Reply::Seal(Claims { server: server(2), issued_at: NOW, expires_at: Some(NOW + 600) }));
         let never = decide(&settings, ServerDown::Never, &presented, Some(server(2)), 2, NOW);
         assert_eq!(never.outcome, Outcome::Kept);
         assert_eq!(never.reply, Reply::None);
@@ -352,7 +352,7 @@ mod tests {
         let settings = Settings { always_send: true, timeout: Some(600), ..Settings::default() };
         let keys = keyring();
         let tokens = tokens();
-        let claims = Claims { endpoint: server(1), issued_at: NOW - 10, expires_at: Some(NOW + 300) };
+        let claims = Claims { server: server(1), issued_at: NOW - 10, expires_at: Some(NOW + 300) };
         let old_key = Keyring::new(&[(1, [1; 32])], 1).unwrap();
         let current = read_request(&settings, &tokens, &[cookie_for(&settings, &keys, claims)], NOW);
         let decision = decide(&settings, ServerDown::Immediate, &current, Some(server(1)), 2, NOW);
@@ -370,7 +370,7 @@ mod tests {
         let keys = keyring();
         let tokens = tokens();
         for (age, refresh) in [(10, false), (299, false), (300, true), (599, true)] {
-            let claims = Claims { endpoint: server(1), issued_at: NOW - age, expires_at: None };
+            let claims = Claims { server: server(1), issued_at: NOW - age, expires_at: None };
             let presented = read_request(&settings, &tokens, &[cookie_for(&settings, &keys, claims)], NOW);
             let decision = decide(&settings, ServerDown::Immediate, &presented, Some(server(1)), 2, NOW);
             assert_eq!(decision.refreshed, refresh, "age {age}");
@@ -382,7 +382,7 @@ mod tests {
     fn set_cookie_carries_lifetime_secure_and_a_token_that_opens() {
         let settings = Settings { timeout: Some(600), ..Settings::default() };
         let tokens = tokens();
-        let claims = Claims { endpoint: server(1), issued_at: NOW, expires_at: Some(NOW + 600) };
+        let claims = Claims { server: server(1), issued_at: NOW, expires_at: Some(NOW + 600) };
         let header = set_cookie_header(&settings, &tokens, &Reply::Seal(claims), true, NOW, [5; 12]).unwrap();
         assert!(header.starts_with("AVI_COOKIE="), "{header}");
         assert!(header.contains("; Path=/; Max-Age=600; Expires=") && header.ends_with("; Secure; HttpOnly; SameSite=Lax"), "{header}");
@@ -397,7 +397,7 @@ mod tests {
     fn a_session_cookie_still_ends_at_the_timeout_and_partitioned_is_secure_only() {
         let settings = parse(json!({"timeout_minutes": 10, "persistent": false})).unwrap();
         let tokens = tokens();
-        let claims = Claims { endpoint: server(1), issued_at: NOW, expires_at: Some(NOW + 600) };
+        let claims = Claims { server: server(1), issued_at: NOW, expires_at: Some(NOW + 600) };
         let header = set_cookie_header(&settings, &tokens, &Reply::Seal(claims), false, NOW, [5; 12]).unwrap();
         assert!(!header.contains("Max-Age") && !header.contains("Expires"), "a session cookie: {header}");
         let cookie = header.split(';').next().unwrap().as_bytes().to_vec();
@@ -417,7 +417,7 @@ mod tests {
     fn a_quoted_cookie_value_is_read() {
         let settings = Settings::default();
         let tokens = tokens();
-        let token = token::seal(&keyring(), Purpose::HttpCookie, "AVI_COOKIE", &Claims { endpoint: server(3), issued_at: NOW, expires_at: None }, [3; 12]).unwrap();
+        let token = token::seal(&keyring(), Purpose::HttpCookie, "AVI_COOKIE", &Claims { server: server(3), issued_at: NOW, expires_at: None }, [3; 12]).unwrap();
         let header = format!("a=1; AVI_COOKIE=\"{token}\"; b=2");
         assert_eq!(read_request(&settings, &tokens, &[header.as_bytes()], NOW).pin(), Some(server(3)), "{header}");
     }

@@ -9,6 +9,7 @@ use crate::header_pairs::Headers;
 use crate::host::{HostError, HttpStream};
 use crate::metrics::ProfileCounter;
 use crate::outcome::{self, ServerDown};
+use crate::server::Server;
 use crate::persistence::{Describe, Persistence, Requested, Responded};
 use crate::state::State;
 
@@ -114,14 +115,14 @@ impl Describe for Settings {
 impl Persistence for Settings {
     const TYPE: &'static str = "http_header";
     /// The server the header's value is assigned to.
-    type Pending = Endpoint;
+    type Pending = Server;
     type Writes = ();
 
     fn parse_section(section: Option<Field>, errors: &mut Errors, path: &str) -> Option<Settings> {
         Settings::parse(section, errors, path)
     }
 
-    fn on_request<H: HttpStream>(&self, cx: &mut Context<'_, H>, headers: &Headers) -> Result<Requested<Endpoint>, HostError> {
+    fn on_request<H: HttpStream>(&self, cx: &mut Context<'_, H>, headers: &Headers) -> Result<Requested<Server>, HostError> {
         let Some(value) = headers.first(&self.name) else {
             cx.count(ProfileCounter::HeaderMissing);
             return Ok(Requested::Skip { reason: "header_missing" });
@@ -130,10 +131,10 @@ impl Persistence for Settings {
             cx.count(ProfileCounter::HeaderUnmatched);
             return Ok(Requested::Skip { reason: "header_unmatched" });
         };
-        Ok(Requested::Pin { server: assigned, pending: assigned })
+        Ok(Requested::Pin { server: Server::host(assigned), pending: Server::host(assigned) })
     }
 
-    fn on_response(&self, assigned: Endpoint, upstream: Option<Endpoint>, server_down: ServerDown, _: &State) -> Responded<()> {
+    fn on_response(&self, assigned: Server, upstream: Option<Server>, server_down: ServerDown, _: &State) -> Responded<()> {
         Responded { outcome: outcome::outcome(Some(assigned), upstream, server_down), rejected: None, writes: () }
     }
 

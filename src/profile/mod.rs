@@ -8,7 +8,7 @@ pub mod table_backed;
 use crate::config_reader::{Errors, Field};
 use crate::connections::Tracking;
 use crate::context::Context;
-use crate::endpoint::Endpoint;
+use crate::server::Server;
 use crate::header_pairs::Headers;
 use crate::host::{HostError, HttpStream};
 use crate::metrics::ProfileCounter;
@@ -71,7 +71,7 @@ macro_rules! persistence_types {
 
             /// None only if `pending` came from another type (a request's pending state always
             /// belongs to its own profile, so this does not happen).
-            pub fn on_response(&self, pending: Pending, upstream: Option<Endpoint>, server_down: ServerDown, state: &State) -> Option<Responded<Writes>> {
+            pub fn on_response(&self, pending: Pending, upstream: Option<Server>, server_down: ServerDown, state: &State) -> Option<Responded<Writes>> {
                 match (self, pending) {
                     $((Kind::$variant(settings), Pending::$variant(pending)) => {
                         Some(settings.on_response(pending, upstream, server_down, state).map(Writes::$variant))

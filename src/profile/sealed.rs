@@ -5,7 +5,7 @@
 
 use crate::config_reader::{Errors, Object};
 use crate::context::Context;
-use crate::endpoint::Endpoint;
+use crate::server::Server;
 use crate::host::HttpStream;
 use crate::metrics::ProfileCounter;
 use crate::outcome::{Outcome, ServerDown};
@@ -57,9 +57,9 @@ pub enum Presented {
 }
 
 impl Presented {
-    pub fn pin(&self) -> Option<Endpoint> {
+    pub fn pin(&self) -> Option<Server> {
         match self {
-            Presented::Valid { claims, .. } => Some(claims.endpoint),
+            Presented::Valid { claims, .. } => Some(claims.server),
             _ => None,
         }
     }
@@ -125,22 +125,25 @@ pub struct Decision {
 }
 
 /// Decides the response side once Envoy has picked `upstream` (None: no upstream was used).
-pub fn decide(lifetime: &Lifetime, server_down: ServerDown, presented: &Presented, upstream: Option<Endpoint>, primary_key_id: u8, now: u64) -> Decision {
-    let fresh = |endpoint| Claims { endpoint, issued_at: now, expires_at: lifetime.timeout.map(|t| now.saturating_add(t)) };
+pub fn decide(lifetime: &Lifetime, server_down: ServerDown, presented: &Presented, upstream: Option<Server>, primary_key_id: u8, now: u64) -> Decision {
+    let fresh = |server| Claims { server, issued_at: now, expires_at: lifetime.timeout.map(|t| now.saturating_add(t)) };
     let decision = |outcome, reply| Decision { outcome, reply, rotated: false, refreshed: false };
     let Some(upstream) = upstream else { return decision(Outcome::NoUpstream, Reply::None) };
     let Presented::Valid { claims, key_id, token } = presented else {
         return decision(Outcome::New, Reply::Seal(fresh(upstream)));
     };
-    let outcome = crate::outcome::outcome(Some(claims.endpoint), Some(upstream), server_down);
+    let outcome = crate::outcome::outcome(Some(claims.server), Some(upstream), server_down);
     if outcome == Outcome::Repicked {
         return decision(outcome, Reply::Seal(fresh(upstream)));
     }
-    // The session keeps its server and its absolute expiry; only the seal is renewed.
+    // The session keeps its server and its absolute expiry; only the seal is renewed (and the
+    // cluster, when the same host was reached through another one: see `crate::server`).
     let rotated = *key_id != primary_key_id;
     let refreshed = !rotated && lifetime.idle_timeout.is_some_and(|idle| now.saturating_sub(claims.issued_at) >= idle / 2);
-    let reply = if rotated || refreshed {
-        Reply::Seal(Claims { issued_at: now, ..*claims })
+    let rehomed = outcome == Outcome::Pinned && claims.server.cluster != upstream.cluster;
+    let reply = if rotated || refreshed || rehomed {
+        let server = if rehomed { upstream } else { claims.server };
+        Reply::Seal(Claims { server, issued_at: now, ..*claims })
     } else if lifetime.always_send {
         Reply::Echo { token: token.clone(), expires_at: claims.expires_at }
     } else {
@@ -192,7 +195,7 @@ pub fn request<'a, H: HttpStream>(
     Pending { presented, now }
 }
 
-pub fn respond(lifetime: &Lifetime, pending: Pending, upstream: Option<Endpoint>, server_down: ServerDown, state: &State) -> Responded<Writes> {
+pub fn respond(lifetime: &Lifetime, pending: Pending, upstream: Option<Server>, server_down: ServerDown, state: &State) -> Responded<Writes> {
     let Pending { presented, now } = pending;
     let decision = decide(lifetime, server_down, &presented, upstream, state.tokens.primary_id(), now);
     Responded { outcome: decision.outcome, rejected: presented.rejection(), writes: Writes { decision, now } }

@@ -8,7 +8,7 @@
 use super::sealed::{self, Lifetime};
 use crate::config_reader::{Errors, Field};
 use crate::context::Context;
-use crate::endpoint::Endpoint;
+use crate::server::Server;
 use crate::header_pairs::Headers;
 use crate::host::{HostError, HttpStream};
 use crate::metrics::ProfileCounter;
@@ -86,7 +86,7 @@ impl Persistence for Settings {
         Ok(Requested::pin_or_balance(pending.presented.pin(), why, pending))
     }
 
-    fn on_response(&self, pending: sealed::Pending, upstream: Option<Endpoint>, server_down: ServerDown, state: &State) -> Responded<sealed::Writes> {
+    fn on_response(&self, pending: sealed::Pending, upstream: Option<Server>, server_down: ServerDown, state: &State) -> Responded<sealed::Writes> {
         sealed::respond(&self.lifetime, pending, upstream, server_down, state)
     }
 

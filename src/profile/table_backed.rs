@@ -5,7 +5,7 @@
 use crate::config_reader::{Errors, Object};
 use crate::connections::{self, ConnectionTable};
 use crate::context::Context;
-use crate::endpoint::Endpoint;
+use crate::server::Server;
 use crate::host::{HostError, HttpStream};
 use crate::metrics::ProfileCounter;
 use crate::outcome::{Outcome, ServerDown};
@@ -13,14 +13,14 @@ use crate::persistence::{Requested, Responded};
 use crate::table::{Change, Entry, Snapshot, TableError};
 
 /// An entry is alive for `timeout` seconds after it was last touched.
-pub fn alive(entry: &Entry<Endpoint>, timeout: u32, now: u32) -> bool {
+pub fn alive(entry: &Entry<Server>, timeout: u32, now: u32) -> bool {
     now < entry.touched.saturating_add(timeout)
 }
 
 /// Whether the entry of `key` still persists: its own timeout, or (client IP keys, with
 /// `connections`) its client still has a connection open or closed its last one within `timeout`.
 /// The request's lookup and housekeeping both judge by this.
-pub fn entry_alive(entry: &Entry<Endpoint>, key: u64, timeout: u32, now: u32, connections: Option<&ConnectionTable>) -> bool {
+pub fn entry_alive(entry: &Entry<Server>, key: u64, timeout: u32, now: u32, connections: Option<&ConnectionTable>) -> bool {
     alive(entry, timeout, now) || connections.is_some_and(|c| connections::keep_alive(c.record(key).as_ref(), timeout, now))
 }
 
@@ -51,7 +51,7 @@ pub fn parse_timeout(object: &mut Object, errors: &mut Errors, limits: TableTime
 /// it back unchanged) and the live entry, if any.
 pub struct Found {
     pub snapshot: Snapshot,
-    pub live: Option<Entry<Endpoint>>,
+    pub live: Option<Entry<Server>>,
 }
 
 /// Looks `key` up in the profile's table (one bucket read; the connection table only when the
@@ -69,7 +69,7 @@ pub fn lookup<H: HttpStream>(cx: &mut Context<'_, H>, key: u64, timeout: u32, co
 pub struct Pending {
     key: u64,
     snapshot: Snapshot,
-    pin: Option<Entry<Endpoint>>,
+    pin: Option<Entry<Server>>,
     timeout: u32,
     /// The clock at the request (the response uses it too: one clock read per request).
     now: u32,
@@ -90,7 +90,7 @@ pub fn request<H: HttpStream>(cx: &mut Context<'_, H>, key: u64, timeout: u32, c
     Ok(Requested::pin_or_balance(live.map(|e| e.record), None, Pending { key, snapshot, pin: live, timeout, now }))
 }
 
-pub fn respond(pending: Pending, upstream: Option<Endpoint>, server_down: ServerDown) -> Responded<Writes> {
+pub fn respond(pending: Pending, upstream: Option<Server>, server_down: ServerDown) -> Responded<Writes> {
     let Pending { key, snapshot, pin, timeout, now } = pending;
     let (outcome, write) = decide(pin, upstream, server_down, timeout, now);
     Responded { outcome, rejected: None, writes: Writes { key, snapshot, write, timeout, now } }
@@ -110,7 +110,7 @@ pub fn apply<H: HttpStream>(cx: &mut Context<'_, H>, snapshot: Option<Snapshot>,
     let Some(table) = cx.table() else { return Ok(()) };
     let mut snapshot = snapshot;
     for (key, write) in writes {
-        let expired = |e: &Entry<Endpoint>| !alive(e, timeout, now);
+        let expired = |e: &Entry<Server>| !alive(e, timeout, now);
         match table.update(cx.host.store(), *key, snapshot.take(), |current| write.apply(current, timeout, now), expired) {
             Ok(applied) => {
                 cx.entries_changed(applied.entries_delta());
@@ -131,10 +131,12 @@ pub fn apply<H: HttpStream>(cx: &mut Context<'_, H>, snapshot: Option<Snapshot>,
 /// load balanced), `upstream` the host Envoy used. Returns the outcome and the write to make on
 /// the request's key (None: no write). Writes are conditional on what the request saw, so a
 /// concurrent writer is never overwritten: the first writer of a new client wins.
-pub fn decide(pin: Option<Entry<Endpoint>>, upstream: Option<Endpoint>, server_down: ServerDown, timeout: u32, now: u32) -> (Outcome, Option<Write>) {
+pub fn decide(pin: Option<Entry<Server>>, upstream: Option<Server>, server_down: ServerDown, timeout: u32, now: u32) -> (Outcome, Option<Write>) {
     let outcome = crate::outcome::outcome(pin.map(|p| p.record), upstream, server_down);
     let fresh = upstream.map(|endpoint| Entry { touched: now, record: endpoint });
     let write = match (outcome, pin, fresh) {
+        // The same host through another cluster (see `crate::server`): record the cluster now used.
+        (Outcome::Pinned, Some(pin), Some(fresh)) if pin.record.cluster != fresh.record.cluster => Some(Write::Move { from: pin.record, to: fresh }),
         // Refresh an entry once half its timeout has passed, not on every request.
         (Outcome::Pinned, Some(pin), _) if now.saturating_sub(pin.touched) >= timeout / 2 => Some(Write::Refresh(Entry { touched: now, record: pin.record })),
         (Outcome::New, _, Some(fresh)) => Some(Write::InsertIfAbsent(fresh)),
@@ -148,19 +150,19 @@ pub fn decide(pin: Option<Entry<Endpoint>>, upstream: Option<Endpoint>, server_d
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Write {
     /// Renew the entry's time if it still names the same server.
-    Refresh(Entry<Endpoint>),
+    Refresh(Entry<Server>),
     /// Record a new client unless a live entry appeared meanwhile.
-    InsertIfAbsent(Entry<Endpoint>),
+    InsertIfAbsent(Entry<Server>),
     /// Move the client off `from` unless someone already moved it elsewhere.
-    Move { from: Endpoint, to: Entry<Endpoint> },
+    Move { from: Server, to: Entry<Server> },
     /// Record what the backend said (an issued session id): it always stands.
-    Learn(Entry<Endpoint>),
+    Learn(Entry<Server>),
     /// Drop the entry (a replaced or deleted session id).
     Forget,
 }
 
 impl Write {
-    pub fn apply(self, current: Option<&Entry<Endpoint>>, timeout: u32, now: u32) -> Change<Endpoint> {
+    pub fn apply(self, current: Option<&Entry<Server>>, timeout: u32, now: u32) -> Change<Server> {
         let live = current.filter(|c| alive(c, timeout, now));
         match self {
             Write::Refresh(entry) => match current {
@@ -188,20 +190,20 @@ mod tests {
     use super::*;
     use crate::endpoint;
 
-    fn server(n: u8) -> Endpoint {
-        endpoint::parse(&format!("10.0.0.{n}:80")).unwrap()
+    fn server(n: u8) -> Server {
+        Server::host(endpoint::parse(&format!("10.0.0.{n}:80")).unwrap())
     }
 
-    fn at(n: u8, touched: u32) -> Entry<Endpoint> {
+    fn at(n: u8, touched: u32) -> Entry<Server> {
         Entry { touched, record: server(n) }
     }
 
-    fn run(pin: Option<Entry<Endpoint>>, upstream: Option<u8>, mode: ServerDown, current: Option<Entry<Endpoint>>) -> (Outcome, Option<Change<Endpoint>>) {
+    fn run(pin: Option<Entry<Server>>, upstream: Option<u8>, mode: ServerDown, current: Option<Entry<Server>>) -> (Outcome, Option<Change<Server>>) {
         let (outcome, write) = decide(pin, upstream.map(server), mode, 100, 1000);
         (outcome, write.map(|w| w.apply(current.as_ref(), 100, 1000)))
     }
 
-    fn put(change: Option<Change<Endpoint>>) -> Option<Entry<Endpoint>> {
+    fn put(change: Option<Change<Server>>) -> Option<Entry<Server>> {
         match change {
             Some(Change::Put(entry)) => Some(entry),
             _ => None,

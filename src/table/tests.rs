@@ -1,20 +1,21 @@
 use super::*;
-use crate::endpoint::{self, Endpoint};
+use crate::endpoint;
+use crate::server::Server;
 use std::cell::RefCell;
 
-fn server(n: u8) -> Endpoint {
-    endpoint::parse(&format!("10.0.0.{n}:80")).unwrap()
+fn server(n: u8) -> Server {
+    Server::host(endpoint::parse(&format!("10.0.0.{n}:80")).unwrap())
 }
 
-fn entry(n: u8, touched: u32) -> Entry<Endpoint> {
+fn entry(n: u8, touched: u32) -> Entry<Server> {
     Entry { touched, record: server(n) }
 }
 
-fn put(table: &Table, store: &dyn Store, hash: u64, e: Entry<Endpoint>) -> Applied {
-    table.update(store, hash, None, |_| Change::Put(e), |_: &Entry<Endpoint>| false).unwrap()
+fn put(table: &Table, store: &dyn Store, hash: u64, e: Entry<Server>) -> Applied {
+    table.update(store, hash, None, |_| Change::Put(e), |_: &Entry<Server>| false).unwrap()
 }
 
-fn find(table: &Table, store: &dyn Store, hash: u64) -> Option<Entry<Endpoint>> {
+fn find(table: &Table, store: &dyn Store, hash: u64) -> Option<Entry<Server>> {
     table.find(&table.read(store, hash).unwrap(), hash)
 }
 
@@ -60,7 +61,7 @@ fn puts_finds_replaces_and_removes() {
     let replaced = put(&table, &store, a, entry(3, 200));
     assert!(replaced.written && !replaced.inserted);
     assert_eq!(find(&table, &store, a), Some(entry(3, 200)));
-    let removed = table.update(&store, a, None, |_| Change::<Endpoint>::Remove, |_| false).unwrap();
+    let removed = table.update(&store, a, None, |_| Change::<Server>::Remove, |_| false).unwrap();
     assert_eq!(removed.entries_delta(), -1);
     assert_eq!(find(&table, &store, a), None);
     assert_eq!(find(&table, &store, b), Some(entry(2, 100)));
@@ -76,13 +77,13 @@ fn a_full_bucket_drops_expired_entries_first_then_the_least_recently_used() {
         put(&table, &store, *hash, entry(1, 1000 + i as u32));
     }
     // Entry 5 is expired: it goes first, although entry 0 is older.
-    let expired = |e: &Entry<Endpoint>| e.touched == 1005;
+    let expired = |e: &Entry<Server>| e.touched == 1005;
     let applied = table.update(&store, hashes[capacity], None, |_| Change::Put(entry(2, 2000)), expired).unwrap();
     assert_eq!((applied.expired, applied.evicted, applied.entries_delta()), (1, 0, 0));
     assert_eq!(find(&table, &store, hashes[5]), None);
     assert!(find(&table, &store, hashes[0]).is_some());
     // Nothing expired: the least recently used (entry 0) makes room.
-    let applied = table.update(&store, hashes[capacity + 1], None, |_| Change::Put(entry(2, 2001)), |_: &Entry<Endpoint>| false).unwrap();
+    let applied = table.update(&store, hashes[capacity + 1], None, |_| Change::Put(entry(2, 2001)), |_: &Entry<Server>| false).unwrap();
     assert_eq!((applied.expired, applied.evicted), (0, 1));
     assert_eq!(find(&table, &store, hashes[0]), None);
     assert!(find(&table, &store, hashes[1]).is_some());
@@ -117,7 +118,7 @@ fn entries_that_look_expired_stay_until_the_bucket_is_full() {
     let table = Table::new("t", 16 * 4);
     let hashes = same_bucket(&table, 3);
     put(&table, &store, hashes[0], entry(1, 10));
-    let applied = table.update(&store, hashes[1], None, |_| Change::Put(entry(2, 1000)), |e: &Entry<Endpoint>| e.touched < 500).unwrap();
+    let applied = table.update(&store, hashes[1], None, |_| Change::Put(entry(2, 1000)), |e: &Entry<Server>| e.touched < 500).unwrap();
     assert_eq!(applied.expired, 0);
     assert!(find(&table, &store, hashes[0]).is_some());
 }
@@ -145,7 +146,7 @@ fn concurrent_writes_to_one_bucket_are_never_lost() {
                 calls += 1;
                 Change::Put(entry(1, 60))
             },
-            |_: &Entry<Endpoint>| false,
+            |_: &Entry<Server>| false,
         )
         .unwrap();
     assert!(applied.inserted);
@@ -162,7 +163,7 @@ fn first_writer_wins_when_both_insert_the_same_key() {
     // Worker B reads (empty), worker A inserts server 1, then B tries to insert server 2.
     let stale = table.read(&store, key).unwrap();
     put(&table, &store, key, entry(1, 10));
-    let insert_if_absent = |current: Option<&Entry<Endpoint>>| match current {
+    let insert_if_absent = |current: Option<&Entry<Server>>| match current {
         Some(_) => Change::Keep,
         None => Change::Put(entry(2, 11)),
     };
@@ -178,7 +179,7 @@ fn creating_a_bucket_twice_conflicts_instead_of_overwriting() {
     let hashes = same_bucket(&table, 2);
     let stale = table.read(&store, hashes[0]).unwrap();
     put(&table, &store, hashes[1], entry(1, 10));
-    table.update(&store, hashes[0], Some(stale), |_| Change::Put(entry(2, 10)), |_: &Entry<Endpoint>| false).unwrap();
+    table.update(&store, hashes[0], Some(stale), |_| Change::Put(entry(2, 10)), |_: &Entry<Server>| false).unwrap();
     assert!(find(&table, &store, hashes[1]).is_some() && find(&table, &store, hashes[0]).is_some());
 }
 
@@ -194,7 +195,7 @@ fn gives_up_after_endless_conflicts() {
         }
     }
     let table = Table::new("t", 64);
-    let result = table.update(&AlwaysBusy, 1, None, |_| Change::Put(entry(1, 1)), |_: &Entry<Endpoint>| false);
+    let result = table.update(&AlwaysBusy, 1, None, |_| Change::Put(entry(1, 1)), |_: &Entry<Server>| false);
     assert_eq!(result, Err(TableError::Conflict));
 }
 
@@ -214,7 +215,7 @@ fn sweeps_expired_entries_and_shares_the_sweep_between_workers() {
     }
     assert_eq!(claimed, (0..table.buckets()).collect::<Vec<_>>(), "every bucket claimed once, in order");
     assert_eq!(table.claim_sweep(&store, 3, 1000, 0).unwrap(), Some(0..3), "the cursor wraps around");
-    let removed: u32 = (0..table.buckets()).map(|i| table.sweep(&store, i, |_, e: &Entry<Endpoint>| e.touched < 500).unwrap()).sum();
+    let removed: u32 = (0..table.buckets()).map(|i| table.sweep(&store, i, |_, e: &Entry<Server>| e.touched < 500).unwrap()).sum();
     assert_eq!(removed, 32);
     let left: usize = (0..64u32).filter(|i| find(&table, &store, hash_key(&[&i.to_le_bytes()])).is_some()).count();
     assert_eq!(left, 32);
@@ -245,7 +246,7 @@ fn damaged_buckets_are_read_as_far_as_they_are_valid() {
     assert_eq!(find(&table, &store, key), Some(entry(1, 10)));
     for garbage in [vec![], vec![0xFF], vec![FORMAT, 1, 2], vec![7; 100]] {
         let snapshot = Snapshot { index: 0, bytes: garbage, cas: 1 };
-        assert_eq!(table.find::<Endpoint>(&snapshot, key), None);
+        assert_eq!(table.find::<Server>(&snapshot, key), None);
     }
 }
 

@@ -15,7 +15,7 @@
 use super::envoy::{SharedData, UPSTREAM_ADDRESS};
 use super::ffi::{self, Map};
 use crate::client_address::{client_key, Granularity};
-use crate::endpoint::Endpoint;
+use crate::server::Server;
 use crate::profile::client_ip::DEFAULT_MAX_ENTRIES;
 use crate::table::{Change, Entry, Table};
 use proxy_wasm::traits::{Context, HttpContext};
@@ -119,7 +119,7 @@ impl HttpContext for TableDriver {
                 let mut written = 0u32;
                 for i in from..to {
                     let entry = Entry { touched: now, record: server(i) };
-                    if let Ok(applied) = table.update(&store, key(i), None, |_| Change::Put(entry), |_: &Entry<Endpoint>| false) {
+                    if let Ok(applied) = table.update(&store, key(i), None, |_| Change::Put(entry), |_: &Entry<Server>| false) {
                         written += u32::from(applied.inserted);
                     }
                 }
@@ -134,7 +134,7 @@ impl HttpContext for TableDriver {
                     i = i.wrapping_mul(1_103_515_245).wrapping_add(12_345);
                     let k = key(i % of);
                     if let Ok(snapshot) = table.read(&store, k) {
-                        found += u32::from(table.find::<Endpoint>(&snapshot, k).is_some());
+                        found += u32::from(table.find::<Server>(&snapshot, k).is_some());
                     }
                 }
                 let elapsed = (nanos() - start).max(1);

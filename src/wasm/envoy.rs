@@ -101,6 +101,7 @@ impl HttpStream for Envoy {
             Attribute::SourceAddress => ffi::property(&["source", "address"]),
             Attribute::UpstreamAddress => ffi::property(&UPSTREAM_ADDRESS),
             Attribute::RouteName => ffi::property(&["xds", "route_name"]),
+            Attribute::ClusterName => ffi::property(&["xds", "cluster_name"]),
             Attribute::RouteProfile => ffi::property(&["xds", "route_metadata", "filter_metadata", "persistence", "profile"]),
             Attribute::TlsVersion => ffi::property(&["connection", "tls_version"]),
             Attribute::PeerCertificateDigest => ffi::property(&["connection", "sha256_peer_certificate_digest"]),

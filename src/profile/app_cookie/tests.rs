@@ -4,8 +4,8 @@ use crate::keyring::Keyring;
 use crate::endpoint;
 use serde_json::json;
 
-fn server(n: u8) -> Endpoint {
-    endpoint::parse(&format!("10.0.0.{n}:8080")).unwrap()
+fn server(n: u8) -> Server {
+    Server::host(endpoint::parse(&format!("10.0.0.{n}:8080")).unwrap())
 }
 
 fn parse(section: serde_json::Value) -> Result<Settings, Vec<String>> {
@@ -67,7 +67,7 @@ fn reads_what_the_backend_issued() {
 }
 
 /// The response of a table-mode request: its outcome (the rule of every table-backed type) and its writes.
-fn decide_table(key: Option<u64>, pin: Option<Entry<Endpoint>>, upstream: Option<Endpoint>, issued: Option<Issued>, mode: ServerDown, timeout: u32, now: u32) -> (Outcome, Vec<(u64, Write)>) {
+fn decide_table(key: Option<u64>, pin: Option<Entry<Server>>, upstream: Option<Server>, issued: Option<Issued>, mode: ServerDown, timeout: u32, now: u32) -> (Outcome, Vec<(u64, Write)>) {
     let (outcome, write) = table_backed::decide(pin, upstream, mode, timeout, now);
     let pinned_there = upstream.is_some() && pin.map(|p| p.record) == upstream;
     (outcome, table_writes(key, write, upstream, issued, now, pinned_there))
@@ -113,7 +113,7 @@ fn prefix_mode_seals_and_strips_so_the_backend_sees_its_own_value() {
     let header = format!("x=1; {client_value}; y=2").into_bytes();
     let (found, rewritten) = read_prefixed("JSESSIONID", &keys, &[header]);
     let Prefixed::Valid { claims, value, .. } = found else { panic!("{found:?}") };
-    assert_eq!((claims.endpoint, value.as_slice()), (server(3), &b"AB12.node1"[..]));
+    assert_eq!((claims.server, value.as_slice()), (server(3), &b"AB12.node1"[..]));
     assert_eq!(rewritten, vec![Some(b"x=1; JSESSIONID=AB12.node1; y=2".to_vec())]);
     // Deletions and other cookies are not sealed.
     assert_eq!(seal_set_cookie("JSESSIONID", &keys, b"JSESSIONID=; Max-Age=0", server(3), 1000, [4; 12]), None);
