@@ -431,7 +431,7 @@ fn check_cluster(cluster: &Node, server_down: ServerDown, used_by: &str) -> Vec<
     match server_down {
         ServerDown::Immediate if lists("UNHEALTHY") || lists("TIMEOUT") || !lists("HEALTHY") => found.push(
             at.finding(Kind::OverrideHostStatusImmediate, format!("cluster {name:?} ({used_by}, server_down immediate): override_host_status is {shown}"))
-                .fix("common_lb_config: {override_host_status: {statuses: [UNKNOWN, HEALTHY, DEGRADED]}}"),
+                .fix("common_lb_config: {override_host_status: {statuses: [UNKNOWN, HEALTHY, DEGRADED, DRAINING]}}"),
         ),
         ServerDown::Never if !DOWN_STATUSES.iter().all(|s| lists(s)) || !lists("HEALTHY") => found.push(
             at.finding(Kind::OverrideHostStatusNever, format!("cluster {name:?} ({used_by}, server_down never): override_host_status is {shown}"))
