@@ -205,7 +205,8 @@ fn check_connection_manager(resources: &Resources, chain: &Node, before: &[Node]
         let disabled_default = |name: &str| filters.iter().find(|f| f.str("name") == name).is_some_and(|f| f.value.get("disabled") == Some(&Value::Bool(true)));
         for vhost in route_configuration.items("virtual_hosts") {
             found.extend(check_header_removal(route_configuration, &vhost, header));
-            for route in vhost.items("routes") {
+            let routes = vhost.items("routes");
+            for (position, route) in routes.iter().cloned().enumerate() {
                 route_names.insert(route.str("name").to_string());
                 let disabled = |name: &str| {
                     [&route, &vhost, route_configuration]
@@ -244,6 +245,9 @@ fn check_connection_manager(resources: &Resources, chain: &Node, before: &[Node]
                     }
                     index
                 };
+                if profile.and_then(|i| config.profiles.get(i)).is_some_and(|p| !matches!(p.kind, ProfileKind::HttpHeader(_))) {
+                    found.extend(check_weighted_route(&config, &route, routes.get(..position).unwrap_or_default()));
+                }
                 uses.push(RouteUse { route: route.clone(), profile, clusters: route_clusters(&route) });
             }
         }
@@ -385,6 +389,34 @@ fn route_clusters(route: &Node) -> Vec<String> {
         clusters.push(action.str("cluster").to_string());
     }
     clusters
+}
+
+/// A route that splits over weighted clusters keeps pinned clients on their cluster only with
+/// `cluster_header` and, ahead of it, a route per cluster that matches the header's value.
+fn check_weighted_route(config: &Config, route: &Node, before: &[Node]) -> Vec<Finding> {
+    let weighted: Vec<String> = route.get("route").get("weighted_clusters").items("clusters").iter().map(|c| c.str("name").to_string()).collect();
+    if weighted.len() < 2 {
+        return Vec::new();
+    }
+    let name = route.str("name");
+    let Some(header) = config.cluster_header.as_deref() else {
+        return vec![route
+            .finding(Kind::WeightedClustersUnsteered, format!("route {name:?} splits over weighted clusters and the plugin configuration has no cluster_header"))
+            .fix("set \"cluster_header\": \"x-persistence-cluster\" and add, before this route, a route per cluster that matches that header (see envoy/canary.yaml)")];
+    };
+    let steers_to = |candidate: &Node, cluster: &str| {
+        candidate.get("route").str("cluster") == cluster
+            && candidate.get("match").items("headers").iter().any(|h| h.str("name").eq_ignore_ascii_case(header) && h.get("string_match").str("exact") == cluster)
+    };
+    weighted
+        .iter()
+        .filter(|cluster| !before.iter().any(|candidate| steers_to(candidate, cluster)))
+        .map(|cluster| {
+            route
+                .finding(Kind::WeightedClustersUnsteered, format!("no route before {name:?} sends requests with {header}: {cluster} to cluster {cluster:?}"))
+                .fix(format!("add before it a route with the same match plus headers: [{{name: {header}, string_match: {{exact: {cluster}}}}}] and route: {{cluster: {cluster}}}"))
+        })
+        .collect()
 }
 
 /// The override header must not reach backends (request side) nor come from them (response side).

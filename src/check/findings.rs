@@ -21,10 +21,11 @@ pub enum Kind {
     RouteProfileUnknown,
     RoutesUnmatched,
     KeysEnvNotPassed,
+    WeightedClustersUnsteered,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 18] = [
         Kind::InvalidPluginConfiguration,
         Kind::StatefulSessionMissing,
         Kind::StatefulSessionOrder,
@@ -42,6 +43,7 @@ impl Kind {
         Kind::RouteProfileUnknown,
         Kind::RoutesUnmatched,
         Kind::KeysEnvNotPassed,
+        Kind::WeightedClustersUnsteered,
     ];
 
     /// The finding's name in the output (stable: scripts may match on it).
@@ -64,6 +66,7 @@ impl Kind {
             Kind::RouteProfileUnknown => "route-profile-unknown",
             Kind::RoutesUnmatched => "routes-unmatched",
             Kind::KeysEnvNotPassed => "keys-env-not-passed",
+            Kind::WeightedClustersUnsteered => "weighted-clusters-unsteered",
         }
     }
 
@@ -91,6 +94,9 @@ impl Kind {
             Kind::RouteProfileUnknown => "requests on the route get no persistence; persistence.unknown_profile counts them",
             Kind::RoutesUnmatched => "the mapping never applies: requests on the intended route get the default profile (or none)",
             Kind::KeysEnvNotPassed => "the VM does not see the keys variable: the filter refuses its configuration (Envoy exits at startup, an update is rejected)",
+            Kind::WeightedClustersUnsteered => {
+                "Envoy picks a weighted cluster before the pinned host applies: pinned clients land in another cluster as often as the weights say, and lose their server"
+            }
         }
     }
 }

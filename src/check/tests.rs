@@ -337,3 +337,32 @@ fn envoy_gateway_extension_policies_routes_proxies_and_health_checks() {
     let findings = found(&[invalid]);
     assert!(!findings.is_empty() && findings.iter().all(|f| f.kind == Kind::InvalidPluginConfiguration && f.path == "spec.wasm[0].config"), "{findings:?}");
 }
+
+#[test]
+fn weighted_clusters_need_cluster_header_and_a_sticky_route_per_cluster() {
+    let canary = |cluster_header: Option<&str>, sticky: &[&str]| {
+        let mut plugin: Value = serde_json::from_str(&plugin(cookie_profiles("immediate"))).unwrap();
+        if let Some(header) = cluster_header {
+            plugin["cluster_header"] = json!(header);
+        }
+        let mut routes: Vec<Value> = sticky
+            .iter()
+            .map(|c| json!({"name": format!("sticky-{c}"), "match": {"prefix": "/", "headers": [{"name": "x-persistence-cluster", "string_match": {"exact": c}}]}, "route": {"cluster": c}}))
+            .collect();
+        routes.push(json!({"name": "weighted", "match": {"prefix": "/"}, "route": {"weighted_clusters": {"clusters": [{"name": "v1", "weight": 90}, {"name": "v2", "weight": 10}]}}}));
+        let mut routing = route_config();
+        routing["virtual_hosts"][0]["routes"] = json!(routes);
+        let statuses = json!(["UNKNOWN", "HEALTHY", "DEGRADED"]);
+        let clusters = json!([{"name": "v1", "health_checks": [{}], "common_lb_config": {"override_host_status": {"statuses": statuses}}},
+                              {"name": "v2", "health_checks": [{}], "common_lb_config": {"override_host_status": {"statuses": statuses}}}]);
+        found(&[bootstrap(json!([wasm(&plugin.to_string()), session("x-persistence-upstream"), router()]), routing, clusters)])
+    };
+    assert_eq!(canary(Some("x-persistence-cluster"), &["v1", "v2"]), vec![]);
+    let unsteered = canary(None, &[]);
+    assert_eq!(unsteered.iter().map(|f| f.kind).collect::<Vec<_>>(), vec![Kind::WeightedClustersUnsteered]);
+    assert!(unsteered[0].detail.contains("no cluster_header"), "{}", unsteered[0].detail);
+    let missing = canary(Some("x-persistence-cluster"), &["v1"]);
+    assert_eq!(missing.len(), 1);
+    assert_eq!(missing[0].detail, "no route before \"weighted\" sends requests with x-persistence-cluster: v2 to cluster \"v2\"");
+    assert_eq!(missing[0].path, "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[1]");
+}
