@@ -214,7 +214,19 @@ fn read(root: Field, environment: Option<Environment>, errors: &mut Errors) -> O
     let client_address =
         object.field("client_address").and_then(|f| f.choice(&client_address::Source::CHOICES, errors)).unwrap_or(client_address::Source::Envoy);
     object.finish(errors, |_| None);
-    Some(Config { keys, keys_env, primary_key_id, override_header, decision_header, cluster_header, host_stats, profiles, default_profile, routes, client_address })
+    Some(Config {
+        keys,
+        keys_env,
+        primary_key_id,
+        override_header,
+        decision_header,
+        cluster_header,
+        host_stats,
+        profiles,
+        default_profile,
+        routes,
+        client_address,
+    })
 }
 
 /// The keys in environment variable `name`: the JSON of `keys`, or one key entry as

@@ -23,17 +23,17 @@
 use crate::config::DEFAULT_OVERRIDE_HEADER;
 use crate::context::Context;
 use crate::endpoint;
-use crate::metrics::ProfileCounter;
-use crate::outcome::ServerDown;
-use crate::server::{ClusterName, Server};
 use crate::header_pairs::Headers;
 use crate::host::{Attribute, HostError, HttpStream};
 use crate::metrics::FilterCounter;
+use crate::metrics::ProfileCounter;
 use crate::outcome::Outcome;
+use crate::outcome::ServerDown;
 use crate::persistence::Requested;
 use crate::plugin::Plugin;
 use crate::profile::Pending;
 use crate::report;
+use crate::server::{ClusterName, Server};
 use std::rc::Rc;
 
 pub struct Stream {

@@ -2,11 +2,11 @@
 //! thread and on every worker; `Table::claim_sweep` hands each bucket to one of them.
 
 use crate::connections::ConnectionTable;
-use crate::server::Server;
 use crate::host::Host;
 use crate::metrics::{FilterCounter, ProfileCounter};
 use crate::plugin::Plugin;
 use crate::profile::table_backed;
+use crate::server::Server;
 use crate::table::{self, Entry, TableError};
 use std::cell::Cell;
 use std::time::Duration;

@@ -5,9 +5,9 @@
 
 use crate::endpoint::Endpoint;
 use crate::host::{Host, MetricId, MetricKind};
-use std::cell::RefCell;
 use crate::outcome::Outcome;
 use crate::token::Rejection;
+use std::cell::RefCell;
 
 pub const PREFIX: &str = "persistence";
 
@@ -90,14 +90,8 @@ impl ProfileCounter {
 
     /// What every profile type counts: how its requests ended, and clients whose recorded
     /// cluster the route no longer reaches (`cluster_header`).
-    pub const OUTCOMES: [ProfileCounter; 6] = [
-        ProfileCounter::Pinned,
-        ProfileCounter::New,
-        ProfileCounter::Repicked,
-        ProfileCounter::Kept,
-        ProfileCounter::NoUpstream,
-        ProfileCounter::ClusterMoved,
-    ];
+    pub const OUTCOMES: [ProfileCounter; 6] =
+        [ProfileCounter::Pinned, ProfileCounter::New, ProfileCounter::Repicked, ProfileCounter::Kept, ProfileCounter::NoUpstream, ProfileCounter::ClusterMoved];
     /// What table-backed types count about their table.
     pub const TABLE: [ProfileCounter; 3] = [ProfileCounter::Expired, ProfileCounter::Evicted, ProfileCounter::TableConflicts];
     /// What types reading sealed tokens count about the tokens they could not open.

@@ -7,11 +7,11 @@
 use crate::config_reader::{Errors, Field};
 use crate::connections::Tracking;
 use crate::context::Context;
-use crate::server::Server;
 use crate::header_pairs::Headers;
 use crate::host::{HostError, HttpStream};
 use crate::metrics::ProfileCounter;
 use crate::outcome::{Outcome, ServerDown};
+use crate::server::Server;
 use crate::state::State;
 use crate::token::Purpose;
 

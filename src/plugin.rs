@@ -78,8 +78,16 @@ impl Plugin {
                 Some(Table::new(&format!("persistence.p{:016x}", hash_key(&[b"profile", p.name.as_bytes()])), spec.max_entries))
             })
             .collect();
-        let state =
-            State { tokens, metrics, tables, connections: connections::connection_table(), used, nonces: RefCell::default(), warned: Warned::default(), host_stats: HostStats::default() };
+        let state = State {
+            tokens,
+            metrics,
+            tables,
+            connections: connections::connection_table(),
+            used,
+            nonces: RefCell::default(),
+            warned: Warned::default(),
+            host_stats: HostStats::default(),
+        };
         Ok(Plugin { config, state })
     }
 

@@ -6,8 +6,8 @@
 //! - response time (what happened): `profile=web type=http_cookie outcome=pinned server=10.0.0.7:8080`,
 //!   `outcome=rejected:forged server=...`, `outcome=no_upstream server=-`
 
-use crate::server::Server;
 use crate::outcome::Outcome;
+use crate::server::Server;
 use crate::text::push_endpoint;
 
 /// The request-time record. `pin`: the server the request is sent to; `why`: why it is not pinned.

@@ -6,8 +6,8 @@
 //! Associated data binds the version, the key id, what the token is for and the cookie name, so a
 //! token is only ever accepted where it was issued. `expires_at` 0 means "no absolute expiry".
 
-use crate::server::{self, ClusterName, Server};
 use crate::keyring::Keyring;
+use crate::server::{self, ClusterName, Server};
 use aes_gcm::aead::AeadInOut;
 use base64::Engine;
 use std::cell::RefCell;

@@ -165,6 +165,11 @@ fn broken_configurations() -> Vec<Broken> {
                 c.http_filters_mut("main")[0]["typed_config"]["config"]["vm_config"].as_object_mut().unwrap().remove("environment_variables");
             },
         },
+        Broken {
+            kind: Kind::WeightedClustersUnsteered,
+            example: "canary.yaml",
+            break_it: |c| c.connection_manager_mut("main")["route_config"]["virtual_hosts"][0]["routes"].as_array_mut().unwrap().retain(|r| r["name"] != "sticky-v2"),
+        },
     ]
 }
 

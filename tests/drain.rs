@@ -16,7 +16,8 @@ fn write_eds(dir: &Path, hosts: &[(&Backend, Option<&str>)]) {
     let endpoints: Vec<_> = hosts
         .iter()
         .map(|(backend, status)| {
-            let mut endpoint = json!({"endpoint": {"address": {"socket_address": {"address": backend.addr.ip().to_string(), "port_value": backend.addr.port()}}}});
+            let mut endpoint =
+                json!({"endpoint": {"address": {"socket_address": {"address": backend.addr.ip().to_string(), "port_value": backend.addr.port()}}}});
             if let Some(status) = status {
                 endpoint["health_status"] = json!(status);
             }

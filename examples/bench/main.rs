@@ -407,6 +407,12 @@ fn specs(backends: &[SocketAddr], module: &Path, bench_module: &Path) -> Vec<Spe
             prepare: none(),
             pinned_stat: None,
         },
+        Spec {
+            name: "5g. http_cookie, returning client, cluster_header",
+            config: ours(base.clone()).plugin(|p| p["cluster_header"] = json!("x-persistence-cluster")),
+            prepare: Box::new(|addr| vec![header("cookie", format!("AVI_COOKIE={}", cookie_from(addr, "/", &[], "AVI_COOKIE")))]),
+            pinned_stat: Some("persistence.web.pinned"),
+        },
     ]
 }
 

@@ -2,9 +2,9 @@
 #![no_main]
 use envoy_persistence::cookie;
 use envoy_persistence::endpoint;
-use envoy_persistence::server::Server;
 use envoy_persistence::keyring::Keyring;
 use envoy_persistence::profile::app_cookie;
+use envoy_persistence::server::Server;
 use envoy_persistence::token::Tokens;
 use libfuzzer_sys::fuzz_target;
 

@@ -5,8 +5,8 @@
 #![no_main]
 use envoy_persistence::connections::{Connections, Tracking};
 use envoy_persistence::endpoint;
-use envoy_persistence::server::{self, Server};
 use envoy_persistence::header_pairs;
+use envoy_persistence::server::{self, Server};
 use envoy_persistence::table::{self, Change, Entry, MemoryStore, Store, Table};
 use libfuzzer_sys::fuzz_target;
 

@@ -406,7 +406,11 @@ fn check_weighted_route(config: &Config, route: &Node, before: &[Node]) -> Vec<F
     };
     let steers_to = |candidate: &Node, cluster: &str| {
         candidate.get("route").str("cluster") == cluster
-            && candidate.get("match").items("headers").iter().any(|h| h.str("name").eq_ignore_ascii_case(header) && h.get("string_match").str("exact") == cluster)
+            && candidate
+                .get("match")
+                .items("headers")
+                .iter()
+                .any(|h| h.str("name").eq_ignore_ascii_case(header) && h.get("string_match").str("exact") == cluster)
     };
     weighted
         .iter()

@@ -366,3 +366,34 @@ fn weighted_clusters_need_cluster_header_and_a_sticky_route_per_cluster() {
     assert_eq!(missing[0].detail, "no route before \"weighted\" sends requests with x-persistence-cluster: v2 to cluster \"v2\"");
     assert_eq!(missing[0].path, "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[1]");
 }
+
+#[test]
+fn istio_weighted_destinations_need_a_header_route_per_cluster() {
+    let plugin = |cluster_header: bool| {
+        let mut config = json!({"keys_env": "K", "default_profile": "System-Persistence-Http-Cookie"});
+        if cluster_header {
+            config["cluster_header"] = json!("x-persistence-cluster");
+        }
+        json!({"kind": "WasmPlugin", "spec": {"pluginConfig": config, "vmConfig": {"env": [{"name": "K", "valueFrom": "HOST"}]}}})
+    };
+    let service = json!({"kind": "Service", "metadata": {"name": "shop", "namespace": "shop", "labels": {"istio.io/persistent-session-header": "x-persistence-upstream"}},
+                         "spec": {"ports": [{"port": 8080}]}});
+    let destination = |subset: &str| json!({"host": "shop", "subset": subset});
+    let sticky = |subset: &str| {
+        json!({"name": format!("sticky-{subset}"),
+               "match": [{"headers": {"x-persistence-cluster": {"exact": format!("outbound|8080|{subset}|shop.shop.svc.cluster.local")}}}],
+               "route": [{"destination": destination(subset)}]})
+    };
+    let split = json!({"name": "shop", "route": [{"destination": destination("v1"), "weight": 90}, {"destination": destination("v2"), "weight": 10}]});
+    let virtual_service = |routes: Vec<Value>| json!({"kind": "VirtualService", "metadata": {"name": "shop", "namespace": "shop"}, "spec": {"http": routes}});
+    let complete = virtual_service(vec![sticky("v1"), sticky("v2"), split.clone()]);
+    assert_eq!(kinds(&[plugin(true), service.clone(), complete.clone()]), vec![]);
+    assert_eq!(kinds(&[plugin(false), service.clone(), complete]), vec![Kind::WeightedClustersUnsteered]);
+    let missing = found(&[plugin(true), service.clone(), virtual_service(vec![sticky("v2"), split.clone()])]);
+    assert_eq!(missing.len(), 1);
+    assert!(missing[0].detail.contains("outbound|8080|v1|shop.shop.svc.cluster.local"), "{}", missing[0].detail);
+    // Without a port and without the Service, the cluster name cannot be told.
+    let unknown = found(&[plugin(true), virtual_service(vec![sticky("v1"), sticky("v2"), split])]);
+    assert_eq!(unknown.len(), 2, "{unknown:?}");
+    assert!(unknown[0].detail.contains("cannot be told"));
+}

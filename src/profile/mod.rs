@@ -8,12 +8,12 @@ pub mod table_backed;
 use crate::config_reader::{Errors, Field};
 use crate::connections::Tracking;
 use crate::context::Context;
-use crate::server::Server;
 use crate::header_pairs::Headers;
 use crate::host::{HostError, HttpStream};
 use crate::metrics::ProfileCounter;
 pub use crate::outcome::{Outcome, ServerDown};
 use crate::persistence::{Describe, Persistence, Requested, Responded, TableSpec, TokenSpec};
+use crate::server::Server;
 use crate::state::State;
 
 /// Declares the persistence types: `Variant: module` each. Generates the module declarations,

@@ -5,11 +5,11 @@
 
 use crate::config_reader::{Errors, Object};
 use crate::context::Context;
-use crate::server::Server;
 use crate::host::HttpStream;
 use crate::metrics::ProfileCounter;
 use crate::outcome::{Outcome, ServerDown};
 use crate::persistence::Responded;
+use crate::server::Server;
 use crate::state::State;
 use crate::token::{Claims, Purpose, Rejection, Tokens, NONCE_LEN};
 

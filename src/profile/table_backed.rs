@@ -5,11 +5,11 @@
 use crate::config_reader::{Errors, Object};
 use crate::connections::{self, ConnectionTable};
 use crate::context::Context;
-use crate::server::Server;
 use crate::host::{HostError, HttpStream};
 use crate::metrics::ProfileCounter;
 use crate::outcome::{Outcome, ServerDown};
 use crate::persistence::{Requested, Responded};
+use crate::server::Server;
 use crate::table::{Change, Entry, Snapshot, TableError};
 
 /// An entry is alive for `timeout` seconds after it was last touched.

@@ -15,8 +15,8 @@
 use super::envoy::{SharedData, UPSTREAM_ADDRESS};
 use super::ffi::{self, Map};
 use crate::client_address::{client_key, Granularity};
-use crate::server::Server;
 use crate::profile::client_ip::DEFAULT_MAX_ENTRIES;
+use crate::server::Server;
 use crate::table::{Change, Entry, Table};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -110,7 +110,7 @@ impl HttpContext for TableDriver {
         let (route, query) = path.split_once('?').unwrap_or((&path, ""));
         let table = table();
         let store = SharedData;
-        let server = |i: u32| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 9, 9, (i % 3) as u8)), 8080);
+        let server = |i: u32| Server::host(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 9, 9, (i % 3) as u8)), 8080));
         let body = match route {
             "/fill" => {
                 let (from, to) = (param(query, "from"), param(query, "to"));
