@@ -168,7 +168,9 @@ fn broken_configurations() -> Vec<Broken> {
         Broken {
             kind: Kind::WeightedClustersUnsteered,
             example: "canary.yaml",
-            break_it: |c| c.connection_manager_mut("main")["route_config"]["virtual_hosts"][0]["routes"].as_array_mut().unwrap().retain(|r| r["name"] != "sticky-v2"),
+            break_it: |c| {
+                c.connection_manager_mut("main")["route_config"]["virtual_hosts"][0]["routes"].as_array_mut().unwrap().retain(|r| r["name"] != "sticky-v2")
+            },
         },
     ]
 }
