@@ -1,6 +1,10 @@
 # Everything a fresh machine needs is installed by these targets themselves.
 SHELL := /bin/bash
 WASM := target/wasm32-wasip1/release/envoy_persistence.wasm
+# The dynamic module for Envoy 1.40 (the native build): load it with ENVOY_DYNAMIC_MODULES_SEARCH_PATH=target/native.
+NATIVE := target/native/libenvoy_persistence.so
+# The integration tests of the filter's behaviour, which run again against the native build.
+NATIVE_TESTS := app_cookie canary client_address client_ip config drain hostile http2 http_cookie http_header mcp native observability session_header tls
 # Integration tests start Envoys concurrently; more than a few at once only adds noise on 2 cores.
 TEST_THREADS ?= 3
 
@@ -9,12 +13,17 @@ BENCH_WASM := target/bench/wasm32-wasip1/release/envoy_persistence.wasm
 CLI := target/release/envoy-persistence
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
-.PHONY: cli oci oci-tools compose-tools build envoy browser test-clients bench-tools bench-wasm test check lint unit integration fuzz-smoke fuzz soak demo demo-check bench bench-smoke clean
+.PHONY: build-native integration-native cli oci oci-tools compose-tools build envoy browser test-clients bench-tools bench-wasm test check lint unit integration fuzz-smoke fuzz soak demo demo-check bench bench-smoke clean
 
 ## build: the release .wasm (installs the wasm toolchain if missing)
 build:
 	scripts/build-wasm.sh
 	@ls -l $(WASM)
+
+## build-native: the same filter as an Envoy 1.40 dynamic module, target/native/libenvoy_persistence.so
+build-native:
+	cargo build --profile native --features native --lib
+	@ls -l $(NATIVE)
 
 ## cli: the envoy-persistence command (check, keygen, inspect-token), native; or cargo install --path .
 cli:
@@ -48,7 +57,7 @@ browser:
 
 ## test: lints, native unit tests, integration tests against the real Envoy (and a real browser),
 ## and one short round of the benchmark
-test: build envoy browser test-clients oci-tools compose-tools lint unit fuzz-smoke integration bench-smoke
+test: build build-native envoy browser test-clients oci-tools compose-tools lint unit fuzz-smoke integration integration-native bench-smoke
 
 ## check: the inner loop, in seconds and with no installs: lint and the native unit and flow tests
 check: lint unit
@@ -81,6 +90,11 @@ soak: build envoy
 integration:
 	ENVOY_BIN=$$(scripts/install-envoy.sh 2>/dev/null) PERSISTENCE_WASM=$(CURDIR)/$(WASM) \
 	  cargo test --test '*' -- --test-threads $(TEST_THREADS)
+
+## integration-native: the behaviour tests again, with the dynamic module in place of the Wasm filter
+integration-native: build-native
+	PERSISTENCE_BUILD=native ENVOY_BIN=$$(scripts/install-envoy.sh 2>/dev/null) PERSISTENCE_WASM=$(CURDIR)/$(WASM) \
+	  cargo test $(foreach t,$(NATIVE_TESTS),--test $(t)) -- --test-threads $(TEST_THREADS)
 
 ## demo-check: headless Chromium opens the demo, keeps the cookie, stays on one backend;
 ## leaves target/demo-screenshot.png

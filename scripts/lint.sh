@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The house rules the compiler does not enforce: formatting (rustfmt.toml), clippy with
 # unwrap/expect/panic denied outside tests (Cargo.toml [lints], clippy.toml) for the module as
-# shipped, the benchmark build and the native code, tests and examples; and the shape of src/
+# shipped, the benchmark build, the dynamic module and the native code, tests and examples; and the shape of src/
 # (only src/wasm/ names proxy_wasm, no import cycles: scripts/check-modules.py). Installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,3 +15,4 @@ fi
 cargo clippy --lib --target wasm32-wasip1 -- -D warnings
 cargo clippy --lib --target wasm32-wasip1 --features bench -- -D warnings
 cargo clippy --lib --bins --tests --examples -- -D warnings
+cargo clippy --lib --profile native --features native -- -D warnings

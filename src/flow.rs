@@ -146,6 +146,7 @@ fn pin<H: HttpStream>(plugin: &Plugin, host: &mut H, server: &Server) -> Result<
     host.pin(&server.endpoint, &plugin.config.override_header)?;
     if let (Some(header), Some(cluster)) = (plugin.config.cluster_header.as_deref(), &server.cluster) {
         host.set_request_header(header, cluster.as_bytes())?;
+        host.reroute()?;
     }
     Ok(())
 }
@@ -240,7 +241,7 @@ fn strip_client_headers<H: HttpStream>(plugin: &Plugin, host: &mut H, headers: &
     if let Some(cluster_header) = plugin.config.cluster_header.as_deref().filter(|h| headers.first(h).is_some()) {
         plugin.state.metrics.count(host, FilterCounter::SpoofedClusterHeader);
         log::debug!("removed a client-supplied {cluster_header} header");
-        if host.remove_request_header(cluster_header).is_err() {
+        if host.remove_request_header(cluster_header).and_then(|()| host.reroute()).is_err() {
             plugin.state.metrics.count(host, FilterCounter::HostErrors);
         }
     }

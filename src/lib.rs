@@ -18,6 +18,7 @@
 //! - `check`, `inspect` (native only): the configuration checker and the token inspector of the
 //!   `envoy-persistence` command
 //! - `wasm`: the proxy-wasm host (FFI, SDK contexts, the host interface for Envoy's Wasm ABI)
+//! - `native` (feature `native`): the same filter as an Envoy dynamic module
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod check;
@@ -49,3 +50,6 @@ pub mod token;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;
+
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+mod native;

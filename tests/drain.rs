@@ -82,7 +82,10 @@ fn a_draining_host_keeps_its_sessions_gets_no_new_clients_and_its_clients_move_o
     println!("draining {}: {of_draining} clients x 3 requests kept, {new_on_draining} of 200 new clients sent there", draining.name);
     assert_eq!(new_on_draining, 0, "a draining host gets no new clients");
     let stat = format!("persistence.host.127_0_0_1_{}.pinned", draining.addr.port());
-    assert_eq!(envoy.counter(&stat), 3 * of_draining as u64, "{stat}: the draining host's pinned requests");
+    let host_stats = !common::envoy::wasm_only("host_stats (stats named at run time)");
+    if host_stats {
+        assert_eq!(envoy.counter(&stat), 3 * of_draining as u64, "{stat}: the draining host's pinned requests");
+    }
 
     // backend-1 is removed: its clients move, each once, and stay where they moved.
     write_eds(eds.path(), &[(&backends[1], None), (&backends[2], None)]);
@@ -105,5 +108,7 @@ fn a_draining_host_keeps_its_sessions_gets_no_new_clients_and_its_clients_move_o
         }
     }
     assert_eq!(envoy.counter("persistence.web.repicked") - repicked_before, of_draining as u64, "each client of the removed host moved exactly once");
-    assert_eq!(envoy.counter(&stat), 3 * of_draining as u64, "no request reached the removed host");
+    if host_stats {
+        assert_eq!(envoy.counter(&stat), 3 * of_draining as u64, "no request reached the removed host");
+    }
 }

@@ -23,23 +23,24 @@ fn stats_show_up_in_stats_and_prometheus() {
     }
     get(envoy.addr(), "/", &[("cookie", b"AVI_COOKIE=forged"), ("x-persistence-upstream", b"MTI3LjAuMC4xOjE=")]);
     let (_, stats) = envoy.admin_get("/stats").unwrap();
-    for line in [
-        "wasmcustom.persistence.web.new: 2",
-        "wasmcustom.persistence.web.pinned: 3",
-        "wasmcustom.persistence.web.rejected.malformed: 1",
-        "wasmcustom.persistence.override_header_removed: 1",
-    ] {
+    let prefix = common::envoy::stats_prefix();
+    for line in ["persistence.web.new: 2", "persistence.web.pinned: 3", "persistence.web.rejected.malformed: 1", "persistence.override_header_removed: 1"] {
+        let line = format!("{prefix}{line}");
         assert!(stats.lines().any(|l| l == line), "{line} missing from /stats");
     }
     let (status, prometheus) = envoy.admin_get("/stats/prometheus").unwrap();
     assert_eq!(status, 200);
     // Prometheus drops Envoy's wasmcustom. prefix and turns dots (and dashes) into underscores.
+    // The native build's stats keep their namespace: envoy_dynamicmodulescustom_persistence_...
+    let prometheus_prefix = if common::envoy::native() { "envoy_dynamicmodulescustom_" } else { "" };
     for (name, value) in [
         ("persistence_web_new", "2"),
         ("persistence_web_pinned", "3"),
         ("persistence_web_rejected_malformed", "1"),
         ("persistence_System_Persistence_Http_Cookie_pinned", "0"),
     ] {
+        let name = format!("{prometheus_prefix}{name}");
+        let name = name.as_str();
         assert!(prometheus.contains(&format!("# TYPE {name} counter")), "{name} type line missing");
         assert!(prometheus.lines().any(|l| l.starts_with(name) && l.ends_with(&format!(" {value}"))), "{name} {value} missing");
     }
@@ -92,6 +93,9 @@ fn access_logs_print_each_decision_of_every_profile_type() {
 /// shared-data reads per table and tick on every thread, about 6 ms of CPU a second each.)
 #[test]
 fn an_idle_envoy_makes_no_housekeeping_host_calls() {
+    if common::envoy::wasm_only("periodic table sweeps (and Wasm host-call tracing)") {
+        return;
+    }
     let backends = Backend::start_many(3);
     for file in ["http-cookie.yaml", "client-ip.yaml"] {
         let config = EnvoyConfig::load(file).backends("app", &backends).fast_health_checks();

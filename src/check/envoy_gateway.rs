@@ -20,8 +20,19 @@ fn plugins(documents: &[Document]) -> Vec<(Node<'_>, Node<'_>)> {
         .collect()
 }
 
+/// The native build's entries (`spec.dynamicModules` with `filterName: persistence`): the same
+/// plugin configuration, without the Wasm-only wiring (stateful_session, env.hostKeys).
+fn native_plugins(documents: &[Document]) -> Vec<Node<'_>> {
+    of_kind(documents, "EnvoyExtensionPolicy")
+        .flat_map(|policy| policy.get("spec").items("dynamicModules").into_iter().filter(|module| module.str("filterName") == "persistence"))
+        .collect()
+}
+
 pub fn plugin_configurations(documents: &[Document]) -> Vec<(String, String, Result<String, String>)> {
-    plugins(documents).into_iter().map(|(_, wasm)| (wasm.file.to_string(), wasm.get("config").path, Ok(wasm.get("config").value.to_string()))).collect()
+    let wasm = plugins(documents).into_iter().map(|(_, wasm)| wasm);
+    wasm.chain(native_plugins(documents))
+        .map(|plugin| (plugin.file.to_string(), plugin.get("config").path, Ok(plugin.get("config").value.to_string())))
+        .collect()
 }
 
 pub fn check(documents: &[Document]) -> Vec<Finding> {
@@ -95,6 +106,25 @@ pub fn check(documents: &[Document]) -> Vec<Finding> {
                 wasm.finding(Kind::NoHealthChecks, format!("no BackendTrafficPolicy among the files gives the routes {targets:?} health checks"))
                     .fix("a BackendTrafficPolicy with healthCheck (active and passive) targeting the same HTTPRoute"),
             );
+        }
+    }
+    // The native build: the configuration itself, and keys (it reads them from the proxy's own
+    // environment, so there is nothing to pass).
+    for module in native_plugins(documents) {
+        let configuration = module.get("config");
+        let text = configuration.value.to_string();
+        let errors = super::plugin_errors(module.file, &configuration.path, &text);
+        if !errors.is_empty() {
+            found.extend(errors);
+            continue;
+        }
+        if let Ok(config) = Config::parse(text.as_bytes()) {
+            let in_use = config.profiles.iter().enumerate().filter(|(i, _)| config.in_use(*i)).map(|(_, p)| p);
+            if let Some(profile) = super::sealing_without_keys(&config, in_use) {
+                found.push(
+                    super::no_keys(&module, profile).fix("keys_env naming a variable of the proxy container (README, \"Keys\"), the same for every replica"),
+                );
+            }
         }
     }
     found

@@ -231,6 +231,10 @@ impl HttpStream for FakeHost {
         Ok(self.attributes.get(&name).cloned())
     }
 
+    fn reroute(&mut self) -> Result<(), HostError> {
+        self.call("reroute")
+    }
+
     fn pin(&mut self, endpoint: &Endpoint, override_header: &str) -> Result<(), HostError> {
         self.call("pin")?;
         self.pinned = Some((*endpoint, override_header.to_string()));

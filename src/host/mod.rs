@@ -93,6 +93,9 @@ pub trait HttpStream: Host {
     fn remove_response_header(&mut self, name: &str) -> Result<(), HostError>;
     /// None when Envoy does not have the attribute here.
     fn attribute(&mut self, attribute: Attribute) -> Result<Option<Vec<u8>>, HostError>;
+    /// Makes Envoy match the request's route again, after a request header the routes may match
+    /// on was written (the cluster header). Wasm's header writes already do so.
+    fn reroute(&mut self) -> Result<(), HostError>;
     /// Sends the request to `endpoint` if it is a host of the routed cluster that the cluster's
     /// `override_host_status` allows (else Envoy load balances). A host that pins through a
     /// header for Envoy's stateful_session filter writes it under `override_header`.

@@ -110,6 +110,11 @@ impl HttpStream for Envoy {
         result.map_err(failed("get_property"))
     }
 
+    /// Envoy clears the route cache whenever a Wasm filter writes a request header.
+    fn reroute(&mut self) -> Result<(), HostError> {
+        Ok(())
+    }
+
     /// The override header that Envoy's stateful_session filter (header mode, placed after this
     /// one) turns into the upstream override host.
     fn pin(&mut self, endpoint: &Endpoint, override_header: &str) -> Result<(), HostError> {

@@ -1,0 +1,324 @@
+//! The host interface on Envoy's dynamic-module ABI: what `crate::host` asks for, as callbacks.
+//! Tables live in process-wide native memory shared by every worker (`SharedStore`), with the
+//! same compare-and-swap contract as proxy-wasm shared data, so `crate::table` runs unchanged.
+
+use super::abi::{self, attribute, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr, ModuleBuffer};
+use crate::endpoint::Endpoint;
+use crate::header_pairs::Headers;
+use crate::host::{Attribute, Host, HostError, HttpStream, MetricId, MetricKind};
+use crate::table::{Store, StoreError};
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Key -> (value, CAS), and the last CAS handed out.
+struct Entries {
+    map: HashMap<String, (Vec<u8>, u32)>,
+    last_cas: u32,
+}
+
+/// The process's key/value store: one map for every worker and configuration.
+pub struct SharedStore {
+    entries: Mutex<Entries>,
+}
+
+pub static STORE: LazyLock<SharedStore> = LazyLock::new(|| SharedStore { entries: Mutex::new(Entries { map: HashMap::new(), last_cas: 0 }) });
+
+impl SharedStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        // A panic while holding the lock left a consistent map (every write is one insert).
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Store for SharedStore {
+    fn get(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        Ok(self.lock().map.get(key).cloned())
+    }
+
+    /// Envoy's shared-data rule: a missing key is written whatever `cas` says; an existing one only
+    /// when `cas` is 0 or its current CAS.
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+        let mut entries = self.lock();
+        if let Some((_, current)) = entries.map.get(key) {
+            if cas != 0 && cas != *current {
+                return Err(StoreError::CasMismatch);
+            }
+        }
+        let next = entries.last_cas.wrapping_add(1).max(1);
+        entries.last_cas = next;
+        entries.map.insert(key.to_string(), (value.to_vec(), next));
+        Ok(())
+    }
+}
+
+/// Stats are defined on the main thread, when Envoy creates the filter configuration; workers
+/// find them here by name. Gauge ids are marked with the top bit (Envoy numbers counters and
+/// gauges separately).
+#[derive(Default)]
+pub struct DefinedStats {
+    pub by_name: HashMap<String, MetricId>,
+}
+
+const GAUGE: u32 = 1 << 31;
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn fill_random(bytes: &mut [u8]) -> Result<(), HostError> {
+    getrandom::fill(bytes).map_err(|_| HostError { call: "getrandom", status: 0 })
+}
+
+/// The host while Envoy creates a filter configuration (main thread): defines stats.
+pub struct ConfigHost {
+    pub config: abi::ConfigEnvoyPtr,
+    pub defined: std::cell::RefCell<DefinedStats>,
+}
+
+impl Host for ConfigHost {
+    type Store = SharedStore;
+
+    fn store(&self) -> &SharedStore {
+        &STORE
+    }
+    fn now(&self) -> u64 {
+        now()
+    }
+    fn fill_random(&self, bytes: &mut [u8]) -> Result<(), HostError> {
+        fill_random(bytes)
+    }
+    fn environment_variable(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {
+        if let Some(id) = self.defined.borrow().by_name.get(name) {
+            return Ok(*id);
+        }
+        let id = define(self.config, kind, name)?;
+        self.defined.borrow_mut().by_name.insert(name.to_string(), id);
+        Ok(id)
+    }
+
+    /// Configuration time counts only counters (`config_errors`).
+    fn increment_metric(&self, id: MetricId, delta: i64) {
+        if id.0 & GAUGE == 0 && delta > 0 {
+            // SAFETY: the configuration pointer is Envoy's for this hook; no labels are passed.
+            unsafe {
+                abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(
+                    self.config,
+                    id.0 as usize,
+                    std::ptr::null_mut(),
+                    0,
+                    delta.unsigned_abs(),
+                )
+            };
+        }
+    }
+}
+
+/// Defines a stat with the configuration's pointer (main thread, or a worker for stats named at
+/// run time such as `host_stats`).
+fn define(config: abi::ConfigEnvoyPtr, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {
+    let mut id = 0usize;
+    let name_buffer = ModuleBuffer::of(name.as_bytes());
+    // SAFETY: the configuration pointer is Envoy's and outlives its filters; `id` is a valid out pointer.
+    let result = unsafe {
+        match kind {
+            MetricKind::Counter => abi::envoy_dynamic_module_callback_http_filter_config_define_counter(config, name_buffer, std::ptr::null_mut(), 0, &mut id),
+            MetricKind::Gauge => abi::envoy_dynamic_module_callback_http_filter_config_define_gauge(config, name_buffer, std::ptr::null_mut(), 0, &mut id),
+        }
+    };
+    match (result, u32::try_from(id).ok().filter(|id| *id < GAUGE)) {
+        (abi::METRICS_SUCCESS, Some(id)) => Ok(MetricId(if kind == MetricKind::Gauge { id | GAUGE } else { id })),
+        (status, _) => Err(HostError { call: "define_metric", status }),
+    }
+}
+
+/// One HTTP stream on a worker.
+pub struct StreamHost<'a> {
+    pub filter: FilterEnvoyPtr,
+    pub config: abi::ConfigEnvoyPtr,
+    pub stats: &'a DefinedStats,
+}
+
+fn failed(call: &'static str) -> HostError {
+    HostError { call, status: 0 }
+}
+
+impl StreamHost<'_> {
+    fn headers(&self, header_type: u32) -> Result<Headers, HostError> {
+        // SAFETY: `filter` is the stream's Envoy pointer, valid during the hook.
+        let count = unsafe { abi::envoy_dynamic_module_callback_http_get_headers_size(self.filter, header_type) };
+        let empty = EnvoyHeader { key_ptr: std::ptr::null(), key_length: 0, value_ptr: std::ptr::null(), value_length: 0 };
+        let mut raw = vec![empty; count];
+        // SAFETY: `raw` holds exactly `count` entries, as Envoy was asked for.
+        if count > 0 && !unsafe { abi::envoy_dynamic_module_callback_http_get_headers(self.filter, header_type, raw.as_mut_ptr()) } {
+            return Err(failed("http_get_headers"));
+        }
+        let mut pairs: Vec<(&[u8], &[u8])> = Vec::with_capacity(count);
+        for header in &raw {
+            if header.key_ptr.is_null() {
+                continue;
+            }
+            // SAFETY: Envoy filled each entry with pointers into its header map, valid during the hook.
+            let (key, value) = unsafe {
+                let value = if header.value_ptr.is_null() { &[][..] } else { std::slice::from_raw_parts(header.value_ptr, header.value_length) };
+                (std::slice::from_raw_parts(header.key_ptr, header.key_length), value)
+            };
+            pairs.push((key, value));
+        }
+        Ok(Headers::from_pairs(&pairs))
+    }
+
+    fn set_header(&self, header_type: u32, name: &str, value: Option<&[u8]>, call: &'static str) -> Result<(), HostError> {
+        let value = value.map_or(ModuleBuffer::null(), ModuleBuffer::of);
+        // SAFETY: both buffers outlive the call; `filter` is valid during the hook.
+        match unsafe { abi::envoy_dynamic_module_callback_http_set_header(self.filter, header_type, ModuleBuffer::of(name.as_bytes()), value) } {
+            true => Ok(()),
+            false => Err(failed(call)),
+        }
+    }
+
+    fn string_attribute(&self, id: u32) -> Option<Vec<u8>> {
+        let mut out = EnvoyBuffer::empty();
+        // SAFETY: `out` is a valid out pointer; Envoy's bytes are copied before the hook returns.
+        unsafe { abi::envoy_dynamic_module_callback_http_filter_get_attribute_string(self.filter, id, &mut out).then(|| out.to_vec()).flatten() }
+    }
+}
+
+impl Host for StreamHost<'_> {
+    type Store = SharedStore;
+
+    fn store(&self) -> &SharedStore {
+        &STORE
+    }
+    fn now(&self) -> u64 {
+        now()
+    }
+    fn fill_random(&self, bytes: &mut [u8]) -> Result<(), HostError> {
+        fill_random(bytes)
+    }
+    fn environment_variable(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+
+    /// The configuration's stats by name; others (`host_stats`) are defined now.
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {
+        match self.stats.by_name.get(name) {
+            Some(id) => Ok(*id),
+            None => define(self.config, kind, name),
+        }
+    }
+
+    fn increment_metric(&self, id: MetricId, delta: i64) {
+        let value = delta.unsigned_abs();
+        // SAFETY: `filter` is valid during the hook; no labels are passed.
+        unsafe {
+            if id.0 & GAUGE == 0 {
+                abi::envoy_dynamic_module_callback_http_filter_increment_counter(self.filter, id.0 as usize, std::ptr::null_mut(), 0, value);
+            } else if delta >= 0 {
+                abi::envoy_dynamic_module_callback_http_filter_increment_gauge(self.filter, (id.0 & !GAUGE) as usize, std::ptr::null_mut(), 0, value);
+            } else {
+                abi::envoy_dynamic_module_callback_http_filter_decrement_gauge(self.filter, (id.0 & !GAUGE) as usize, std::ptr::null_mut(), 0, value);
+            }
+        }
+    }
+}
+
+/// Filter state key of the access-log record: `%FILTER_STATE(envoy_persistence.record:PLAIN)%`.
+pub const RECORD_KEY: &str = "envoy_persistence.record";
+
+impl HttpStream for StreamHost<'_> {
+    fn request_headers(&mut self) -> Result<Headers, HostError> {
+        self.headers(abi::REQUEST_HEADERS)
+    }
+    fn set_request_header(&mut self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.set_header(abi::REQUEST_HEADERS, name, Some(value), "http_set_header")
+    }
+    fn remove_request_header(&mut self, name: &str) -> Result<(), HostError> {
+        self.set_header(abi::REQUEST_HEADERS, name, None, "http_set_header (remove)")
+    }
+    fn response_headers(&mut self) -> Result<Headers, HostError> {
+        self.headers(abi::RESPONSE_HEADERS)
+    }
+    fn add_response_header(&mut self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        // SAFETY: both buffers outlive the call; `filter` is valid during the hook.
+        match unsafe {
+            abi::envoy_dynamic_module_callback_http_add_header(self.filter, abi::RESPONSE_HEADERS, ModuleBuffer::of(name.as_bytes()), ModuleBuffer::of(value))
+        } {
+            true => Ok(()),
+            false => Err(failed("http_add_header")),
+        }
+    }
+    fn set_response_header(&mut self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.set_header(abi::RESPONSE_HEADERS, name, Some(value), "http_set_header")
+    }
+    fn remove_response_header(&mut self, name: &str) -> Result<(), HostError> {
+        self.set_header(abi::RESPONSE_HEADERS, name, None, "http_set_header (remove)")
+    }
+
+    fn attribute(&mut self, attribute: Attribute) -> Result<Option<Vec<u8>>, HostError> {
+        Ok(match attribute {
+            Attribute::SourceAddress => self.string_attribute(attribute::SOURCE_ADDRESS),
+            Attribute::UpstreamAddress => self.string_attribute(attribute::UPSTREAM_ADDRESS),
+            Attribute::RouteName => self.string_attribute(attribute::XDS_ROUTE_NAME),
+            Attribute::ClusterName => self.string_attribute(attribute::XDS_CLUSTER_NAME),
+            Attribute::TlsVersion => self.string_attribute(attribute::CONNECTION_TLS_VERSION),
+            Attribute::PeerCertificateDigest => self.string_attribute(attribute::CONNECTION_SHA256_PEER_CERTIFICATE_DIGEST),
+            Attribute::RouteProfile => {
+                let mut out = EnvoyBuffer::empty();
+                let (namespace, key) = (ModuleBuffer::of(b"persistence"), ModuleBuffer::of(b"profile"));
+                // SAFETY: valid buffers and out pointer; the bytes are copied during the hook.
+                unsafe {
+                    abi::envoy_dynamic_module_callback_http_get_metadata_string(self.filter, abi::METADATA_ROUTE, namespace, key, &mut out)
+                        .then(|| out.to_vec())
+                        .flatten()
+                }
+            }
+            Attribute::FilterState(key) => {
+                let mut out = EnvoyBuffer::empty();
+                // SAFETY: valid buffer and out pointer; the bytes are copied during the hook.
+                unsafe {
+                    abi::envoy_dynamic_module_callback_http_get_filter_state_bytes(self.filter, ModuleBuffer::of(key.as_bytes()), &mut out)
+                        .then(|| out.to_vec())
+                        .flatten()
+                }
+            }
+        })
+    }
+
+    /// Envoy keeps the route it matched until told: match again with the headers as they are now.
+    fn reroute(&mut self) -> Result<(), HostError> {
+        // SAFETY: `filter` is valid during the hook.
+        unsafe { abi::envoy_dynamic_module_callback_http_clear_route_cache(self.filter) };
+        Ok(())
+    }
+
+    /// Envoy's own override: the host must be in the routed cluster and its health in the
+    /// cluster's `override_host_status`, else Envoy load balances (not strict).
+    fn pin(&mut self, endpoint: &Endpoint, _override_header: &str) -> Result<(), HostError> {
+        let mut text = String::with_capacity(48);
+        crate::text::push_endpoint(&mut text, endpoint);
+        // SAFETY: the buffer outlives the call; `filter` is valid during the hook.
+        match unsafe { abi::envoy_dynamic_module_callback_http_set_upstream_override_host(self.filter, ModuleBuffer::of(text.as_bytes()), false) } {
+            true => Ok(()),
+            false => Err(failed("http_set_upstream_override_host")),
+        }
+    }
+
+    fn record(&mut self, text: &str) -> Result<(), HostError> {
+        // SAFETY: both buffers outlive the call; `filter` is valid during the hook.
+        match unsafe {
+            abi::envoy_dynamic_module_callback_http_set_filter_state_bytes(
+                self.filter,
+                ModuleBuffer::of(RECORD_KEY.as_bytes()),
+                ModuleBuffer::of(text.as_bytes()),
+            )
+        } {
+            true => Ok(()),
+            false => Err(failed("http_set_filter_state_bytes")),
+        }
+    }
+}
