@@ -9,11 +9,12 @@ NATIVE_TESTS := app_cookie canary client_address client_ip config drain hostile 
 TEST_THREADS ?= 3
 
 BENCH_WASM := target/bench/wasm32-wasip1/release/envoy_persistence.wasm
+NATIVE_DIRS = NATIVE_DIR=$(CURDIR)/target/native BENCH_NATIVE_DIR=$(CURDIR)/target/bench-native/native
 
 CLI := target/release/envoy-persistence
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
-.PHONY: build-native integration-native cli oci oci-tools compose-tools build envoy browser test-clients bench-tools bench-wasm test check lint unit integration fuzz-smoke fuzz soak demo demo-check bench bench-smoke clean
+.PHONY: build-native bench-native integration-native demo-native cli oci oci-tools compose-tools build envoy browser test-clients bench-tools bench-wasm test check lint unit integration fuzz-smoke fuzz soak demo demo-check bench bench-smoke clean
 
 ## build: the release .wasm (installs the wasm toolchain if missing)
 build:
@@ -107,6 +108,11 @@ demo: build envoy
 	ENVOY_BIN=$$(scripts/install-envoy.sh 2>/dev/null) PERSISTENCE_WASM=$(CURDIR)/$(WASM) \
 	  cargo run --quiet --example demo
 
+## demo-native: the same demo with the native build (the dynamic module) in place of the Wasm filter
+demo-native: build build-native envoy
+	PERSISTENCE_BUILD=native ENVOY_BIN=$$(scripts/install-envoy.sh 2>/dev/null) PERSISTENCE_WASM=$(CURDIR)/$(WASM) \
+	  cargo run --quiet --example demo
+
 ## bench-tools: wrk, nginx, HAProxy and valgrind from Debian (load generator, backends, reference, instruction counter)
 bench-tools:
 	@scripts/install-bench-tools.sh
@@ -114,14 +120,18 @@ bench-tools:
 bench-wasm:
 	scripts/build-wasm.sh --features bench --target-dir target/bench
 
+## bench-native: the native build with the benchmark's no-op filter (target/bench-native)
+bench-native:
+	cargo build --profile native --features native,bench --lib --target-dir target/bench-native
+
 ## bench: costs side by side in one run (a few minutes); writes BENCHMARKS.md
-bench: build envoy bench-tools bench-wasm
-	ENVOY_BIN=$$(scripts/install-envoy.sh 2>/dev/null) PERSISTENCE_WASM=$(CURDIR)/$(WASM) BENCH_WASM=$(CURDIR)/$(BENCH_WASM) \
+bench: build build-native envoy bench-tools bench-wasm bench-native
+	ENVOY_BIN=$$(scripts/install-envoy.sh 2>/dev/null) PERSISTENCE_WASM=$(CURDIR)/$(WASM) BENCH_WASM=$(CURDIR)/$(BENCH_WASM) $(NATIVE_DIRS) \
 	  cargo run --profile bench-runner --quiet --example bench
 
 ## bench-smoke: one short round of the benchmark (part of make test)
-bench-smoke: build envoy bench-tools bench-wasm
-	ENVOY_BIN=$$(scripts/install-envoy.sh 2>/dev/null) PERSISTENCE_WASM=$(CURDIR)/$(WASM) BENCH_WASM=$(CURDIR)/$(BENCH_WASM) \
+bench-smoke: build build-native envoy bench-tools bench-wasm bench-native
+	ENVOY_BIN=$$(scripts/install-envoy.sh 2>/dev/null) PERSISTENCE_WASM=$(CURDIR)/$(WASM) BENCH_WASM=$(CURDIR)/$(BENCH_WASM) $(NATIVE_DIRS) \
 	  cargo run --profile bench-runner --quiet --example bench -- --smoke
 
 clean:

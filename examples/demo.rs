@@ -22,7 +22,8 @@ fn main() {
         println!("backend {} listening on {}", backend.name, backend.addr);
     }
     let config = EnvoyConfig::load("http-cookie.yaml").backends("app", &backends).listener_port("main", port);
-    println!("starting Envoy with envoy/http-cookie.yaml ...");
+    let build = if common::envoy::native() { "the native build (target/native/libenvoy_persistence.so)" } else { "the Wasm filter" };
+    println!("starting Envoy with envoy/http-cookie.yaml and {build} ...");
     let envoy = Envoy::start(&config);
     let url = format!("http://127.0.0.1:{port}/");
     println!("Envoy is up: {url} (admin: http://{})\n", envoy.admin);

@@ -250,6 +250,18 @@ impl Row {
 
 /// A shipped configuration prepared for the benchmark: nginx backends, no access log, no demo
 /// decision header (measure the filter, not logging or demo aids).
+/// The configuration without the module's network filter (the native build has none yet).
+fn without_network_filters(mut config: EnvoyConfig) -> EnvoyConfig {
+    for listener in config.value["static_resources"]["listeners"].as_array_mut().into_iter().flatten() {
+        for chain in listener["filter_chains"].as_array_mut().into_iter().flatten() {
+            if let Some(filters) = chain["filters"].as_array_mut() {
+                filters.retain(|f| f["name"] != "persistence_connections");
+            }
+        }
+    }
+    config
+}
+
 fn shipped(file: &str, backends: &[SocketAddr]) -> EnvoyConfig {
     let mut config = EnvoyConfig::load(file).backend_addresses("app", backends);
     strip_extras(&mut config.value);
@@ -326,7 +338,21 @@ fn header(name: &str, value: impl Into<String>) -> (String, String) {
     (name.to_string(), value.into())
 }
 
-fn specs(backends: &[SocketAddr], module: &Path, bench_module: &Path) -> Vec<Spec> {
+/// A dynamic-module HTTP filter of the benchmark build (`bench_noop`).
+fn bench_native_filter(filter_name: &str) -> Value {
+    json!({"name": "persistence", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+        "dynamic_module_config": {"name": "envoy_persistence"}, "filter_name": filter_name,
+        "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": ""}}})
+}
+
+/// The native build's directories: the shipped module, and the benchmark build's (no-op filter).
+struct NativeDirs {
+    module: PathBuf,
+    bench: PathBuf,
+}
+
+fn specs(backends: &[SocketAddr], module: &Path, bench_module: &Path, native: &NativeDirs) -> Vec<Spec> {
     let base = shipped("http-cookie.yaml", backends);
     let ours = |config: EnvoyConfig| config.module(module.to_path_buf());
     let bench = |filters: Value| with_http_filters(base.clone(), filters).module(bench_module.to_path_buf());
@@ -393,7 +419,7 @@ fn specs(backends: &[SocketAddr], module: &Path, bench_module: &Path) -> Vec<Spe
         },
         Spec {
             name: "5e. http_header, match",
-            config: ours(header_config),
+            config: ours(header_config.clone()),
             prepare: Box::new(|_| vec![header("x-tenant", "acme")]),
             pinned_stat: Some("persistence.tenants.pinned"),
         },
@@ -406,6 +432,40 @@ fn specs(backends: &[SocketAddr], module: &Path, bench_module: &Path) -> Vec<Spe
             }),
             prepare: none(),
             pinned_stat: None,
+        },
+        Spec {
+            name: "7. dynamic module no-op",
+            config: with_http_filters(base.clone(), json!([bench_native_filter("bench_noop"), router()])).native_build(native.bench.clone()),
+            prepare: none(),
+            pinned_stat: None,
+        },
+        Spec {
+            name: "8a. native http_cookie, returning client",
+            config: base.clone().native_build(native.module.clone()),
+            prepare: Box::new(|addr| vec![header("cookie", format!("AVI_COOKIE={}", cookie_from(addr, "/", &[], "AVI_COOKIE")))]),
+            pinned_stat: Some("persistence.web.pinned"),
+        },
+        Spec { name: "8b. native http_cookie, first visit", config: base.clone().native_build(native.module.clone()), prepare: none(), pinned_stat: None },
+        Spec {
+            name: "8c. native client_ip, hit",
+            config: without_network_filters(shipped("client-ip.yaml", backends)).native_build(native.module.clone()),
+            prepare: Box::new(|addr| {
+                get(addr, "/", &[]);
+                Vec::new()
+            }),
+            pinned_stat: Some("persistence.clients.pinned"),
+        },
+        Spec {
+            name: "8d. native app_cookie, hit",
+            config: shipped("app-cookie.yaml", backends).native_build(native.module.clone()),
+            prepare: Box::new(|addr| vec![header("cookie", format!("JSESSIONID={}", cookie_from(addr, "/login", &[], "JSESSIONID")))]),
+            pinned_stat: Some("persistence.java.pinned"),
+        },
+        Spec {
+            name: "8e. native http_header, match",
+            config: header_config.clone().native_build(native.module.clone()),
+            prepare: Box::new(|_| vec![header("x-tenant", "acme")]),
+            pinned_stat: Some("persistence.tenants.pinned"),
         },
         Spec {
             name: "5g. http_cookie, returning client, cluster_header",
@@ -423,7 +483,9 @@ fn main() {
     let dir = tempfile::Builder::new().prefix("envoy-persistence-bench").tempdir().unwrap();
     let (_nginx, backends) = start_nginx(dir.path());
     let (_haproxy, haproxy, haproxy_pid) = start_haproxy(dir.path(), &backends);
-    let mut specs = specs(&backends, &module, &bench_module);
+    let native_dir = |variable: &str, default: &str| std::env::var(variable).map(PathBuf::from).unwrap_or_else(|_| common::envoy::repo_root().join(default));
+    let native = NativeDirs { module: native_dir("NATIVE_DIR", "target/native"), bench: native_dir("BENCH_NATIVE_DIR", "target/bench-native/native") };
+    let mut specs = specs(&backends, &module, &bench_module, &native);
     if let Some(only) = &options.only {
         specs.retain(|s| only.iter().any(|o| s.name.starts_with(&format!("{o}."))));
     }
@@ -656,6 +718,23 @@ fn report(rows: &[Row], options: &Options, wasm_size: u64, bare_rss: u64, cookie
         };
         let ceiling = ceiling.map_or("-".to_string(), |c| format!("{c:.3} ({})", ceiling_row.trim_end_matches('.')));
         let _ = writeln!(out, "| {name} | {value} | {met} | {ceiling} | {:.3} | {:.3} |", row.rps() / floor, floor_cpu / row.cpu());
+    }
+    // The native build against Envoy's own stateful_session cookie (row 4): instructions of the
+    // row / instructions of row 4, at most the target.
+    let cookie_row = named("4.");
+    for (name, prefix, target) in [
+        ("Native returning cookie <= 1.04 x Envoy's cookie (row 4)", "8a.", 1.04),
+        ("Native first visit <= 1.08 x row 4", "8b.", 1.08),
+        ("Native client IP hit <= 1.05 x row 4", "8c.", 1.05),
+        ("Native app cookie hit <= 1.05 x row 4", "8d.", 1.05),
+        ("Native header match <= 1.03 x row 4", "8e.", 1.03),
+    ] {
+        let row = named(prefix);
+        let (value, met) = match (instructions(row), instructions(cookie_row)) {
+            (Some(row), Some(cookie)) => (format!("{:.3} x", row / cookie), verdict(row / cookie <= target)),
+            _ => ("-".to_string(), "not measured"),
+        };
+        let _ = writeln!(out, "| {name} | {value} | {met} | - | {:.3} | {:.3} |", row.rps() / floor, floor_cpu / row.cpu());
     }
     let persistence = || rows.iter().filter(|r| r.name.starts_with('5'));
     let worst_p99 = persistence().map(|r| r.unloaded(|w| w.p99_us) / floor_p99_unloaded).fold(0.0, f64::max);

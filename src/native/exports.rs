@@ -23,6 +23,8 @@ fn guarded<T>(hook: &str, fallback: T, f: impl FnOnce() -> T) -> T {
 /// A filter configuration, created on the main thread and read by every worker. Workers build
 /// their own `Plugin` from the same text (it is not thread-safe, like one Wasm VM per worker).
 struct FilterConfig {
+    /// Benchmark builds: filter name `bench_noop` makes a filter that does nothing at all.
+    noop: bool,
     id: u64,
     envoy: ConfigEnvoyPtr,
     text: Vec<u8>,
@@ -39,7 +41,8 @@ thread_local! {
 /// One HTTP stream.
 struct Filter {
     config: *const FilterConfig,
-    stream: Stream,
+    /// None for a `bench_noop` filter.
+    stream: Option<Stream>,
 }
 
 #[no_mangle]
@@ -65,13 +68,14 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
 ) -> *const c_void {
     guarded("http_filter_config_new", std::ptr::null(), || {
         super::adopt_envoy_log_level();
-        let _ = (name_ptr, name_length);
+        let name = if name_ptr.is_null() { &[][..] } else { std::slice::from_raw_parts(name_ptr, name_length) };
+        let noop = cfg!(feature = "bench") && name == b"bench_noop";
         let text = if config_ptr.is_null() { Vec::new() } else { std::slice::from_raw_parts(config_ptr, config_length).to_vec() };
         let host = ConfigHost { config: config_envoy, defined: RefCell::new(DefinedStats::default()) };
-        if Plugin::configure(&text, &host).is_none() {
+        if !noop && Plugin::configure(&text, &host).is_none() {
             return std::ptr::null();
         }
-        let config = FilterConfig { id: NEXT_CONFIG.fetch_add(1, Ordering::Relaxed), envoy: config_envoy, text, stats: host.defined.into_inner() };
+        let config = FilterConfig { noop, id: NEXT_CONFIG.fetch_add(1, Ordering::Relaxed), envoy: config_envoy, text, stats: host.defined.into_inner() };
         Box::into_raw(Box::new(config)) as *const c_void
     })
 }
@@ -108,7 +112,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(config: *const 
     guarded("http_filter_new", std::ptr::null_mut(), || {
         let config = config as *const FilterConfig;
         let Some(config_ref) = config.as_ref() else { return std::ptr::null_mut() };
-        let stream = Stream::new(plugin_for(config_ref, filter));
+        let stream = (!config_ref.noop).then(|| Stream::new(plugin_for(config_ref, filter)));
         Box::into_raw(Box::new(Filter { config, stream })) as *mut c_void
     })
 }
@@ -129,8 +133,9 @@ unsafe fn on_stream(hook: &str, envoy: FilterEnvoyPtr, filter: *mut c_void, even
     guarded(hook, CONTINUE, || {
         let Some(filter) = (filter as *mut Filter).as_mut() else { return CONTINUE };
         let Some(config) = filter.config.as_ref() else { return CONTINUE };
+        let Some(stream) = filter.stream.as_mut() else { return CONTINUE };
         let mut host = StreamHost { filter: envoy, config: config.envoy, stats: &config.stats };
-        event(&mut filter.stream, &mut host);
+        event(stream, &mut host);
         CONTINUE
     })
 }

@@ -117,6 +117,8 @@ pub struct EnvoyConfig {
     environment: Vec<(String, Option<String>)>,
     /// Run the Wasm filter even when the tests run the native build (cross-build tests).
     wasm_build: bool,
+    /// Run the native build from this directory whatever the tests run (benchmarks).
+    native_dir: Option<PathBuf>,
 }
 
 /// The keys Envoy gets in PERSISTENCE_KEYS unless a test says otherwise.
@@ -134,7 +136,7 @@ impl EnvoyConfig {
         let path = repo_root().join("envoy").join(file);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let value: Value = serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        EnvoyConfig { value, fixed_ports: HashMap::new(), module: None, environment: default_environment(), wasm_build: false }
+        EnvoyConfig { value, fixed_ports: HashMap::new(), module: None, environment: default_environment(), wasm_build: false, native_dir: None }
     }
 
     /// Keeps the Wasm filter when the tests run the native build (a cross-build test).
@@ -143,9 +145,20 @@ impl EnvoyConfig {
         self
     }
 
+    /// Runs the native build (libenvoy_persistence.so in `dir`) whatever the tests run.
+    pub fn native_build(mut self, dir: PathBuf) -> EnvoyConfig {
+        self.native_dir = Some(dir);
+        self
+    }
+
+    /// Whether Envoy runs the native build with this configuration.
+    pub fn is_native(&self) -> bool {
+        self.native_dir.is_some() || (native() && !self.wasm_build)
+    }
+
     /// A bootstrap built in code (benchmarks).
     pub fn from_value(value: Value) -> EnvoyConfig {
-        EnvoyConfig { value, fixed_ports: HashMap::new(), module: None, environment: default_environment(), wasm_build: false }
+        EnvoyConfig { value, fixed_ports: HashMap::new(), module: None, environment: default_environment(), wasm_build: false, native_dir: None }
     }
 
     /// Points every `envoy/certs/<file>` of the configuration at `pki`'s generated file.
@@ -332,7 +345,9 @@ impl EnvoyConfig {
     }
 
     fn apply_environment(&self, command: &mut Command) {
-        if native() {
+        if let Some(dir) = &self.native_dir {
+            command.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", dir);
+        } else if self.is_native() {
             command.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", native_module_dir());
         }
         for (name, value) in &self.environment {
@@ -385,7 +400,7 @@ impl EnvoyConfig {
         for filter in Self::wasm_filters(&mut value) {
             filter["config"]["vm_config"]["code"]["local"]["filename"] = json!(wasm);
         }
-        if native() && !self.wasm_build {
+        if self.is_native() {
             to_native(&mut value);
         }
         value
@@ -661,7 +676,8 @@ impl Envoy {
     /// A stat the filter defines, by its name without Envoy's prefix (`wasmcustom.`, native:
     /// `dynamicmodulescustom.`), 0 if absent.
     pub fn counter(&self, name: &str) -> u64 {
-        self.stats().get(&format!("{}{name}", stats_prefix())).copied().unwrap_or(0)
+        let prefix = if self.config.is_native() { "dynamicmodulescustom." } else { "wasmcustom." };
+        self.stats().get(&format!("{prefix}{name}")).copied().unwrap_or(0)
     }
 
     pub fn log(&self) -> String {
