@@ -340,7 +340,7 @@ fn header(name: &str, value: impl Into<String>) -> (String, String) {
 
 /// A dynamic-module HTTP filter of the benchmark build (`bench_noop`).
 /// Envoys started under callgrind at the same time.
-const CALLGRIND_BATCH: usize = 7;
+const CALLGRIND_BATCH: usize = 4;
 
 fn bench_native_filter(filter_name: &str) -> Value {
     json!({"name": "persistence", "typed_config": {
