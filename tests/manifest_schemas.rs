@@ -106,7 +106,10 @@ fn the_shipped_manifests_follow_the_published_schemas() {
         }
     }
     checked.sort();
-    assert_eq!(checked, ["BackendTrafficPolicy", "DestinationRule", "EnvoyExtensionPolicy", "HTTPRoute", "VirtualService", "WasmPlugin"]);
+    assert_eq!(
+        checked,
+        ["BackendTrafficPolicy", "DestinationRule", "EnvoyExtensionPolicy", "EnvoyExtensionPolicy", "HTTPRoute", "VirtualService", "WasmPlugin"]
+    );
 }
 
 #[test]

@@ -23,9 +23,8 @@ fn native_examples() -> Vec<String> {
 
 #[test]
 fn envoy_accepts_every_native_example_with_the_built_module() {
-    let dir = native_module_dir().display().to_string();
     for file in native_examples() {
-        let config = EnvoyConfig::load(&file).environment("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", Some(&dir));
+        let config = EnvoyConfig::load(&file).native_build(native_module_dir());
         if let Err(output) = config.validate() {
             panic!("envoy --mode validate rejected envoy/{file}:\n{output}");
         }
@@ -38,8 +37,7 @@ fn envoy_accepts_every_native_example_with_the_built_module() {
 #[test]
 fn the_native_example_pins_returning_clients_across_workers() {
     let backends = Backend::start_many(3);
-    let config = EnvoyConfig::load("native/http-cookie.yaml").backends("app", &backends).fast_health_checks();
-    let config = config.environment("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", Some(&native_module_dir().display().to_string()));
+    let config = EnvoyConfig::load("native/http-cookie.yaml").backends("app", &backends).fast_health_checks().native_build(native_module_dir());
     let envoy = Envoy::start_with(&config, 2);
     let mut clients: Vec<(Jar, String)> = (0..9)
         .map(|_| {

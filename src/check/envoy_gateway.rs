@@ -20,11 +20,11 @@ fn plugins(documents: &[Document]) -> Vec<(Node<'_>, Node<'_>)> {
         .collect()
 }
 
-/// The native build's entries (`spec.dynamicModules` with `filterName: persistence`): the same
+/// The native build's entries (`spec.dynamicModule` entries with `filterName: persistence`): the same
 /// plugin configuration, without the Wasm-only wiring (stateful_session, env.hostKeys).
 fn native_plugins(documents: &[Document]) -> Vec<Node<'_>> {
     of_kind(documents, "EnvoyExtensionPolicy")
-        .flat_map(|policy| policy.get("spec").items("dynamicModules").into_iter().filter(|module| module.str("filterName") == "persistence"))
+        .flat_map(|policy| policy.get("spec").items("dynamicModule").into_iter().filter(|module| module.str("filterName") == "persistence"))
         .collect()
 }
 

@@ -62,12 +62,25 @@ pub struct DefinedStats {
 
 const GAUGE: u32 = 1 << 31;
 
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
+/// What both hosts answer the same way: the process's store, clock, randomness and environment
+/// (the module reads Envoy's own environment variables).
+macro_rules! process_host {
+    () => {
+        type Store = SharedStore;
 
-fn fill_random(bytes: &mut [u8]) -> Result<(), HostError> {
-    getrandom::fill(bytes).map_err(|_| HostError { call: "getrandom", status: 0 })
+        fn store(&self) -> &SharedStore {
+            &STORE
+        }
+        fn now(&self) -> u64 {
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+        }
+        fn fill_random(&self, bytes: &mut [u8]) -> Result<(), HostError> {
+            getrandom::fill(bytes).map_err(|_| HostError { call: "getrandom", status: 0 })
+        }
+        fn environment_variable(&self, name: &str) -> Option<String> {
+            std::env::var(name).ok()
+        }
+    };
 }
 
 /// The host while Envoy creates a filter configuration (main thread): defines stats.
@@ -77,20 +90,7 @@ pub struct ConfigHost {
 }
 
 impl Host for ConfigHost {
-    type Store = SharedStore;
-
-    fn store(&self) -> &SharedStore {
-        &STORE
-    }
-    fn now(&self) -> u64 {
-        now()
-    }
-    fn fill_random(&self, bytes: &mut [u8]) -> Result<(), HostError> {
-        fill_random(bytes)
-    }
-    fn environment_variable(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
+    process_host!();
 
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {
         if let Some(id) = self.defined.borrow().by_name.get(name) {
@@ -189,20 +189,7 @@ impl StreamHost<'_> {
 }
 
 impl Host for StreamHost<'_> {
-    type Store = SharedStore;
-
-    fn store(&self) -> &SharedStore {
-        &STORE
-    }
-    fn now(&self) -> u64 {
-        now()
-    }
-    fn fill_random(&self, bytes: &mut [u8]) -> Result<(), HostError> {
-        fill_random(bytes)
-    }
-    fn environment_variable(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
+    process_host!();
 
     /// The configuration's stats by name; others (`host_stats`) are defined now.
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {

@@ -700,7 +700,7 @@ impl Envoy {
         let stats = self.stats();
         // The native build has no VM: a panic it caught is logged, and a crash ends Envoy.
         assert!(
-            native() || stats.keys().any(|k| k.starts_with("wasm.") && k.contains(".vm_reload")),
+            self.config.is_native() || stats.keys().any(|k| k.starts_with("wasm.") && k.contains(".vm_reload")),
             "no wasm.*.vm_reload stats: is failure_policy FAIL_RELOAD set?"
         );
         let problems = self.vm_problems();
