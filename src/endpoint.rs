@@ -23,8 +23,8 @@ pub fn override_header_value(endpoint: &Endpoint) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
 }
 
-const FAMILY_V4: u8 = 4;
-const FAMILY_V6: u8 = 6;
+pub(crate) const FAMILY_V4: u8 = 4;
+pub(crate) const FAMILY_V6: u8 = 6;
 
 /// Binary form: family byte, address bytes, port (big endian). 7 bytes for IPv4, 19 for IPv6.
 pub fn encode(endpoint: &Endpoint, out: &mut Vec<u8>) {

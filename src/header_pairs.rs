@@ -15,6 +15,14 @@ impl Headers {
         Headers { serialized: encode(pairs) }
     }
 
+    /// From pairs walked twice (sizes, then bytes), into one allocation: the native host's path.
+    pub fn from_pairs_iter<'a, I>(pairs: I) -> Headers
+    where
+        I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    {
+        Headers { serialized: encode_iter(pairs) }
+    }
+
     /// Every value of header `name` (lowercase), in order.
     pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         decode(&self.serialized).filter(move |(key, _)| *key == name.as_bytes()).map(|(_, value)| value)
@@ -27,15 +35,25 @@ impl Headers {
 
 /// The serialized form of `pairs` (what a host hands over).
 pub fn encode<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Vec<u8> {
-    let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
-    for (k, v) in pairs {
-        out.extend_from_slice(&(k.as_ref().len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.as_ref().len() as u32).to_le_bytes());
+    encode_iter(pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
+}
+
+/// `encode`, sized first so that the bytes are written into one allocation.
+fn encode_iter<'a, I>(pairs: I) -> Vec<u8>
+where
+    I: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+{
+    let (count, bytes) = pairs.clone().fold((0usize, 0usize), |(n, total), (k, v)| (n + 1, total + 8 + k.len() + v.len() + 2));
+    let mut out = Vec::with_capacity(4 + bytes);
+    out.extend_from_slice(&(count as u32).to_le_bytes());
+    for (k, v) in pairs.clone() {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
     }
     for (k, v) in pairs {
-        out.extend_from_slice(k.as_ref());
+        out.extend_from_slice(k);
         out.push(0);
-        out.extend_from_slice(v.as_ref());
+        out.extend_from_slice(v);
         out.push(0);
     }
     out

@@ -101,12 +101,43 @@ pub fn decode(bytes: &[u8]) -> Option<(Server, &[u8])> {
     Some((Server { endpoint, cluster: Some(ClusterName::new(name)?) }, after))
 }
 
+/// What follows the server encoded at the start of `bytes` (a table lookup passes over it).
+pub fn skip(bytes: &[u8]) -> Option<&[u8]> {
+    let (&family, rest) = bytes.split_first()?;
+    let address = match family & !WITH_CLUSTER {
+        endpoint::FAMILY_V4 => 4 + 2,
+        endpoint::FAMILY_V6 => 16 + 2,
+        _ => return None,
+    };
+    let rest = rest.get(address..)?;
+    if family & WITH_CLUSTER == 0 {
+        return Some(rest);
+    }
+    let (&len, rest) = rest.split_first()?;
+    rest.get(usize::from(len)..)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn server(text: &str, cluster: Option<&str>) -> Server {
         Server { endpoint: endpoint::parse(text).unwrap(), cluster: cluster.map(|c| ClusterName::new(c.as_bytes()).unwrap()) }
+    }
+
+    #[test]
+    fn skip_passes_over_exactly_what_decode_reads() {
+        for s in [server("10.0.0.1:80", None), server("[2001:db8::1]:8443", None), server("10.0.0.1:80", Some("app-v2"))] {
+            let mut bytes = Vec::new();
+            encode(&s, &mut bytes);
+            bytes.extend_from_slice(b"next");
+            assert_eq!(skip(&bytes), decode(&bytes).map(|(_, rest)| rest));
+            assert_eq!(skip(&bytes), Some(&b"next"[..]));
+            for cut in 0..bytes.len() - 4 {
+                assert_eq!(skip(&bytes[..cut]), None, "cut {cut}");
+            }
+        }
+        assert_eq!(skip(&[9, 1, 2, 3, 4, 5, 6]), None, "unknown family");
     }
 
     #[test]

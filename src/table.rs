@@ -39,6 +39,11 @@ const MAX_ATTEMPTS: usize = 16;
 pub trait Record: Copy + PartialEq {
     fn encode(&self, out: &mut Vec<u8>);
     fn decode(bytes: &[u8]) -> Option<(Self, &[u8])>;
+    /// What follows the record at the start of `bytes`, without decoding it (lookups pass over
+    /// every other entry of a bucket this way).
+    fn skip(bytes: &[u8]) -> Option<&[u8]> {
+        Self::decode(bytes).map(|(_, rest)| rest)
+    }
 }
 
 impl Record for crate::server::Server {
@@ -47,6 +52,9 @@ impl Record for crate::server::Server {
     }
     fn decode(bytes: &[u8]) -> Option<(Self, &[u8])> {
         crate::server::decode(bytes)
+    }
+    fn skip(bytes: &[u8]) -> Option<&[u8]> {
+        crate::server::skip(bytes)
     }
 }
 
@@ -166,8 +174,17 @@ impl Table {
         self.bucket_key(self.index(hash))
     }
 
+    /// `<prefix>.<index in hex>`, built by hand: every lookup makes one.
     fn bucket_key(&self, index: u32) -> String {
-        format!("{}.{index:x}", self.prefix)
+        let mut key = String::with_capacity(self.prefix.len() + 9);
+        key.push_str(&self.prefix);
+        key.push('.');
+        let digits = (32 - index.leading_zeros()).div_ceil(4).max(1);
+        for shift in (0..digits).rev() {
+            let nibble = (index >> (shift * 4)) & 0xf;
+            key.push(char::from_digit(nibble, 16).unwrap_or('0'));
+        }
+        key
     }
 
     /// Reads the bucket that holds `hash` (one shared-data copy).
@@ -184,7 +201,20 @@ impl Table {
 
     /// The entry for `hash` in a snapshot, scanning only until it is found.
     pub fn find<R: Record>(&self, snapshot: &Snapshot, hash: u64) -> Option<Entry<R>> {
-        entries::<R>(&snapshot.bytes).find(|(h, _)| *h == hash).map(|(_, entry)| entry)
+        let mut rest = match snapshot.bytes.split_first() {
+            Some((&FORMAT, rest)) => rest,
+            _ => return None,
+        };
+        // Only the matching entry is decoded; the walk stops at the first malformed byte, as `entries` does.
+        loop {
+            let (entry_hash, after) = rest.split_first_chunk::<8>()?;
+            let (touched, after) = after.split_first_chunk::<4>()?;
+            if u64::from_le_bytes(*entry_hash) == hash {
+                let (record, _) = R::decode(after)?;
+                return Some(Entry { touched: u32::from_le_bytes(*touched), record });
+            }
+            rest = R::skip(after)?;
+        }
     }
 
     /// Read-modify-write of the entry for `hash`. `decide` sees the current entry and says what to

@@ -17,8 +17,9 @@ pub fn push_decimal(out: &mut String, n: u64) {
             break;
         }
     }
-    // Only ASCII digits were written.
-    out.push_str(std::str::from_utf8(digits.get(start..).unwrap_or_default()).unwrap_or_default());
+    for &digit in digits.get(start..).unwrap_or_default() {
+        out.push(char::from(digit));
+    }
 }
 
 /// Appends `n` (below 100) as two digits.
@@ -31,14 +32,39 @@ pub fn push_two_digits(out: &mut String, n: u64) {
 pub fn push_endpoint(out: &mut String, endpoint: &SocketAddr) {
     match endpoint {
         SocketAddr::V4(v4) => {
+            // Written into a stack buffer, then appended once: this runs twice per request.
+            let mut text = [0u8; 21];
+            let mut len = 0;
+            let mut put = |byte: u8| {
+                if let Some(slot) = text.get_mut(len) {
+                    *slot = byte;
+                    len += 1;
+                }
+            };
             for (i, octet) in v4.ip().octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push('.');
+                    put(b'.');
                 }
-                push_decimal(out, u64::from(octet));
+                if octet >= 100 {
+                    put(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    put(b'0' + octet / 10 % 10);
+                }
+                put(b'0' + octet % 10);
             }
-            out.push(':');
-            push_decimal(out, u64::from(v4.port()));
+            put(b':');
+            let port = v4.port();
+            let mut divisor = 10_000;
+            while divisor > 1 && port < divisor {
+                divisor /= 10;
+            }
+            while divisor > 0 {
+                put(b'0' + (port / divisor % 10) as u8);
+                divisor /= 10;
+            }
+            // Only ASCII digits, dots and a colon were written.
+            out.push_str(std::str::from_utf8(text.get(..len).unwrap_or_default()).unwrap_or_default());
         }
         // IPv6 text has compression rules worth not repeating; it is the rarer case.
         SocketAddr::V6(_) => {

@@ -260,3 +260,11 @@ fn an_ipv4_entry_costs_19_bytes_of_bucket_value() {
     let per_entry = (store.value_bytes() - store.keys()) as f64 / 100_000.0;
     assert!((per_entry - 19.0).abs() < 0.01, "{per_entry}");
 }
+
+#[test]
+fn bucket_keys_are_the_prefix_and_the_index_in_hex() {
+    let table = Table::new("t", 1_000_000);
+    for index in [0u32, 1, 9, 10, 15, 16, 255, 4096, 65_535, u32::MAX] {
+        assert_eq!(table.bucket_key(index), format!("{}.{index:x}", table.prefix));
+    }
+}
