@@ -53,6 +53,11 @@ impl Stream {
         Stream { plugin, in_flight: None }
     }
 
+    /// The plugin this stream runs (None when the configuration was rejected).
+    pub fn plugin(&self) -> Option<&Plugin> {
+        self.plugin.as_deref()
+    }
+
     pub fn on_request_headers<H: HttpStream>(&mut self, host: &mut H) {
         let Some(plugin) = self.plugin.clone() else {
             let _ = host.remove_request_header(DEFAULT_OVERRIDE_HEADER);

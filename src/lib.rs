@@ -13,8 +13,10 @@
 //!   (connection-aware timeouts), `state` (what a configuration builds), `context` (what a
 //!   persistence type sees of a request)
 //! - `persistence`: the interface of a persistence type; `profile`: the types, one module each
-//! - `config`: the plugin configuration; `plugin`: a configuration ready for requests
-//! - `flow`: one HTTP stream through the filter; `housekeeping`: table sweeps
+//! - `config`: the plugin configuration; `route_settings`: the native build's per-route settings;
+//!   `plugin`: a configuration ready for requests
+//! - `flow`: one HTTP stream through the filter; `housekeeping`: table sweeps; `table_bench`
+//!   (feature `bench`): the table benchmark's driver, for both hosts
 //! - `check`, `inspect` (native only): the configuration checker and the token inspector of the
 //!   `envoy-persistence` command
 //! - `wasm`: the proxy-wasm host (FFI, SDK contexts, the host interface for Envoy's Wasm ABI)
@@ -42,9 +44,12 @@ pub mod persistence;
 pub mod plugin;
 pub mod profile;
 pub mod report;
+pub mod route_settings;
 pub mod server;
 pub mod state;
 pub mod table;
+#[cfg(feature = "bench")]
+pub mod table_bench;
 pub mod text;
 pub mod token;
 

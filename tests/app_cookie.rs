@@ -109,9 +109,6 @@ fn a_new_session_id_moves_the_mapping() {
 
 #[test]
 fn idle_sessions_are_forgotten_after_the_timeout() {
-    if common::envoy::wasm_only("periodic table sweeps") {
-        return;
-    }
     let backends = Backend::servlets(3);
     let config = EnvoyConfig::load("app-cookie.yaml").backends("app", &backends).fast_health_checks().profile_settings(|section| {
         section.as_object_mut().unwrap().remove("timeout_minutes");

@@ -201,9 +201,6 @@ fn a_full_table_evicts_the_least_recently_used_clients() {
 
 #[test]
 fn expired_entries_are_reclaimed_by_housekeeping() {
-    if common::envoy::wasm_only("periodic table sweeps") {
-        return;
-    }
     let (_backends, config) = config(|s| {
         s["timeout_seconds"] = json!(1);
         s.as_object_mut().unwrap().remove("timeout_minutes");

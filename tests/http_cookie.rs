@@ -323,9 +323,6 @@ fn server_down_never_with_the_server_gone_from_the_cluster() {
     assert_ne!(backend_of(&response), "gone");
     assert!(set_cookie_for(&response, "AVI_COOKIE").is_none());
     assert_eq!(envoy.counter("persistence.web.kept"), 1);
-    if common::envoy::wasm_only("strict routes (StatefulSessionPerRoute strict)") {
-        return;
-    }
     // Strict route: 503 instead of another server.
     let strict = get(envoy.addr(), "/strict/x", &[("cookie", cookie.as_bytes())]);
     assert_eq!(strict.status, 503, "{strict:?}");

@@ -78,3 +78,40 @@ fn a_cookie_issued_by_one_build_opens_in_the_other() {
     assert_eq!(native.counter("persistence.web.pinned"), 6);
     assert_eq!(wasm.stats().get("wasmcustom.persistence.web.pinned"), Some(&6));
 }
+
+#[test]
+fn the_native_strict_route_answers_503_when_the_pinned_host_is_gone() {
+    let backends = Backend::start_many(3);
+    let example = EnvoyConfig::load("native/http-cookie-never.yaml").native_build(native_module_dir());
+    let envoy = Envoy::start(&example.clone().backends("app", &backends).fast_health_checks());
+    let mut jar = Jar::default();
+    let server = backend_of(&jar.get_from(envoy.addr(), "/"));
+    drop(envoy);
+    // The same keys, the client's host scaled away.
+    let (gone, kept): (Vec<Backend>, Vec<Backend>) = backends.into_iter().partition(|b| b.name == server);
+    let envoy = Envoy::start(&example.backends("app", &kept).fast_health_checks());
+    let balanced = jar.get_from(envoy.addr(), "/");
+    assert_eq!(balanced.status, 200, "{balanced:?}");
+    assert_ne!(backend_of(&balanced), server, "not strict: load balanced");
+    let strict = jar.get_from(envoy.addr(), "/strict/x");
+    assert_eq!(strict.status, 503, "strict: no other host ({strict:?})");
+    assert!(gone.iter().all(|b| b.received().len() == 1), "the gone host saw only the first request");
+    assert_eq!(envoy.counter("persistence.web.kept"), 1);
+    assert_eq!(envoy.counter("persistence.web.no_upstream"), 1);
+}
+
+#[test]
+fn envoy_refuses_bad_route_settings_and_says_why() {
+    let backends = Backend::start_many(1);
+    let mut config = EnvoyConfig::load("native/http-cookie-never.yaml").backends("app", &backends).native_build(native_module_dir());
+    let routes =
+        &mut config.value["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"];
+    let strict = routes.as_array_mut().unwrap().iter_mut().find(|r| r["name"] == "strict").unwrap();
+    strict["typed_per_filter_config"]["persistence"] = common::envoy::native_route_settings(r#"{"strict": "yes", "sticky": 1}"#);
+    let log = match Envoy::try_start(&config, 1) {
+        Ok(_) => panic!("Envoy accepted bad route settings"),
+        Err(log) => log,
+    };
+    assert!(log.contains(r#"per-route configuration: route.strict: must be true or false, got string "yes""#), "{log}");
+    assert!(log.contains("per-route configuration: route.sticky: unknown field (known fields here: strict)"), "{log}");
+}

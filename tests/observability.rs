@@ -93,7 +93,7 @@ fn access_logs_print_each_decision_of_every_profile_type() {
 /// shared-data reads per table and tick on every thread, about 6 ms of CPU a second each.)
 #[test]
 fn an_idle_envoy_makes_no_housekeeping_host_calls() {
-    if common::envoy::wasm_only("periodic table sweeps (and Wasm host-call tracing)") {
+    if common::envoy::wasm_only("Wasm host-call tracing") {
         return;
     }
     let backends = Backend::start_many(3);

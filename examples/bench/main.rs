@@ -5,7 +5,8 @@
 //! order each round); the table reports medians and the spread. Also reports the .wasm size,
 //! Envoy's memory with the module, and the client IP table's bytes per entry, and writes
 //! BENCHMARKS.md. `--smoke` runs one short round (part of `make test`, so this cannot rot).
-//! `--only 3,5a` runs some rows and prints them (profiling); `--no-callgrind` skips the
+//! `--only 3,5a` runs some rows and prints them (profiling; `--only table` the table measures);
+//! `--no-callgrind` skips the
 //! instruction counts; `--rounds N`, `--seconds S` size the time measures.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -338,11 +339,11 @@ fn header(name: &str, value: impl Into<String>) -> (String, String) {
     (name.to_string(), value.into())
 }
 
-/// A dynamic-module HTTP filter of the benchmark build (`bench_noop`).
 /// Envoys started under callgrind at the same time.
 const CALLGRIND_BATCH: usize = 4;
 
-fn bench_native_filter(filter_name: &str) -> Value {
+/// A dynamic-module HTTP filter of the benchmark build (`bench_noop`, `persistence_bench`).
+pub(crate) fn bench_native_filter(filter_name: &str) -> Value {
     json!({"name": "persistence", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
         "dynamic_module_config": {"name": "envoy_persistence"}, "filter_name": filter_name,
@@ -489,6 +490,13 @@ fn main() {
     let native_dir = |variable: &str, default: &str| std::env::var(variable).map(PathBuf::from).unwrap_or_else(|_| common::envoy::repo_root().join(default));
     let native = NativeDirs { module: native_dir("NATIVE_DIR", "target/native"), bench: native_dir("BENCH_NATIVE_DIR", "target/bench-native/native") };
     let mut specs = specs(&backends, &module, &bench_module, &native);
+    // `--only table`: the client IP table measures alone (quick, no rows).
+    if options.only.as_ref().is_some_and(|only| only.iter().any(|o| o == "table")) {
+        for build in [table::Build::Wasm(bench_module.clone()), table::Build::Native(native.bench.clone())] {
+            table::measure(build, &[100_000, 1_000_000]);
+        }
+        return;
+    }
     if let Some(only) = &options.only {
         specs.retain(|s| only.iter().any(|o| s.name.starts_with(&format!("{o}."))));
     }
@@ -605,7 +613,9 @@ fn main() {
         return;
     }
     let wasm_size = std::fs::metadata(&module).map(|m| m.len()).unwrap_or(0);
-    let table = table::measure(bench_module, if options.smoke { &[10_000] } else { &[100_000, 1_000_000] });
+    let sizes: &[u32] = if options.smoke { &[10_000] } else { &[100_000, 1_000_000] };
+    let mut table = table::measure(table::Build::Wasm(bench_module), sizes);
+    table.extend(table::measure(table::Build::Native(native.bench.clone()), sizes));
     let report = report(&rows, &options, wasm_size, bare_rss, cookie_rss, &table);
     println!("{report}");
     let out = if options.smoke { common::envoy::repo_root().join("target/bench-smoke.md") } else { common::envoy::repo_root().join("BENCHMARKS.md") };
@@ -784,12 +794,17 @@ fn report(rows: &[Row], options: &Options, wasm_size: u64, bare_rss: u64, cookie
     for t in table {
         let _ = writeln!(
             out,
-            "- Client IP table (default size, 65536 buckets) with {} entries: {:.1} bytes per entry (Envoy RSS growth / entries), {} lookups/s in the VM (one bucket copy and scan each; {} of {} found).",
-            t.entries, t.bytes_per_entry, t.lookups_per_second, t.found, t.looked_up
+            "- {} client IP table (default size, 65536 buckets) with {} entries: {:.1} bytes per entry (Envoy RSS growth / entries), {} lookups/s on one worker (one bucket copy and scan each; {} of {} found).",
+            t.build, t.entries, t.bytes_per_entry, t.lookups_per_second, t.found, t.looked_up
         );
     }
-    if let Some(million) = table.iter().find(|t| t.entries == 1_000_000) {
-        let _ = writeln!(out, "- Target at most 150 bytes per entry at 1M entries: {}.", verdict(million.bytes_per_entry <= 150.0));
+    let million = |build: &str| table.iter().find(|t| t.entries == 1_000_000 && t.build == build);
+    if let Some(wasm) = million("Wasm") {
+        let _ = writeln!(out, "- Target (Wasm) at most 150 bytes per entry at 1M entries: {}.", verdict(wasm.bytes_per_entry <= 150.0));
+    }
+    if let Some(native) = million("native") {
+        let _ = writeln!(out, "- Target (native) at most 64 bytes per entry at 1M entries: {}.", verdict(native.bytes_per_entry <= 64.0));
+        let _ = writeln!(out, "- Target (native) at least 2 million lookups per second from one worker: {}.", verdict(native.lookups_per_second >= 2_000_000));
     }
     out
 }

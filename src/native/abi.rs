@@ -112,6 +112,10 @@ extern "C" {
 
     pub fn envoy_dynamic_module_callback_http_clear_route_cache(filter: FilterEnvoyPtr);
 
+    /// The per-route configuration (`on_http_filter_per_route_config_new`'s pointer) of the
+    /// route the request matched, or null.
+    pub fn envoy_dynamic_module_callback_get_most_specific_route_config(filter: FilterEnvoyPtr) -> *const c_void;
+
     pub fn envoy_dynamic_module_callback_http_set_upstream_override_host(filter: FilterEnvoyPtr, host: ModuleBuffer, strict: bool) -> bool;
 
     pub fn envoy_dynamic_module_callback_http_filter_config_define_counter(
@@ -135,6 +139,27 @@ extern "C" {
         label_values_length: usize,
         value: u64,
     ) -> u32;
+    pub fn envoy_dynamic_module_callback_http_filter_config_increment_gauge(
+        config: ConfigEnvoyPtr,
+        id: usize,
+        label_values: *mut ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> u32;
+    pub fn envoy_dynamic_module_callback_http_filter_config_decrement_gauge(
+        config: ConfigEnvoyPtr,
+        id: usize,
+        label_values: *mut ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> u32;
+
+    /// A scheduler that runs `on_http_filter_config_scheduled` on the main thread for each event
+    /// committed (from any thread); events committed after its configuration is gone are dropped.
+    pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(config: ConfigEnvoyPtr) -> *mut c_void;
+    pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_commit(scheduler: *mut c_void, event_id: u64);
+    pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler: *mut c_void);
+
     pub fn envoy_dynamic_module_callback_http_filter_increment_counter(
         filter: FilterEnvoyPtr,
         id: usize,

@@ -6,6 +6,7 @@ use super::abi::{self, attribute, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr, Modu
 use crate::endpoint::Endpoint;
 use crate::header_pairs::Headers;
 use crate::host::{Attribute, Host, HostError, HttpStream, MetricId, MetricKind};
+use crate::route_settings::RouteSettings;
 use crate::table::{Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -58,9 +59,27 @@ impl Store for SharedStore {
 #[derive(Default)]
 pub struct DefinedStats {
     pub by_name: HashMap<String, MetricId>,
+    /// `host_stats`: Envoy fixes a module's stats once its configuration is made, so the per-host
+    /// counters are one counter, `persistence.host.pinned`, with the host as a label (`host`).
+    pub host_pinned: Option<usize>,
 }
 
 const GAUGE: u32 = 1 << 31;
+/// Marks a per-host counter: the rest of the id is the host's place in `HOST_LABELS`.
+const HOST_LABEL: u32 = 1 << 30;
+
+/// What `host_stats` names per host (`persistence.host.<host>.pinned`) becomes natively.
+pub const HOST_PINNED: &str = "persistence.host.pinned";
+
+thread_local! {
+    /// This worker's host labels (`127_0_0_1_8080`), as defined by its plugins' `HostStats`.
+    static HOST_LABELS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The host label of a `host_stats` counter name, `persistence.host.<label>.pinned`.
+fn host_label(name: &str) -> Option<&str> {
+    name.strip_prefix("persistence.host.")?.strip_suffix(".pinned").filter(|label| !label.is_empty())
+}
 
 /// What both hosts answer the same way: the process's store, clock, randomness and environment
 /// (the module reads Envoy's own environment variables).
@@ -101,20 +120,33 @@ impl Host for ConfigHost {
         Ok(id)
     }
 
-    /// Configuration time counts only counters (`config_errors`).
+    /// Configuration time (`config_errors`) and housekeeping (`expired`, `entries`), on the main thread.
     fn increment_metric(&self, id: MetricId, delta: i64) {
-        if id.0 & GAUGE == 0 && delta > 0 {
-            // SAFETY: the configuration pointer is Envoy's for this hook; no labels are passed.
-            unsafe {
-                abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(
-                    self.config,
-                    id.0 as usize,
-                    std::ptr::null_mut(),
-                    0,
-                    delta.unsigned_abs(),
-                )
-            };
+        let (index, value) = ((id.0 & !GAUGE) as usize, delta.unsigned_abs());
+        // SAFETY: the configuration pointer is Envoy's and alive during the hook; no labels are passed.
+        unsafe {
+            if id.0 & GAUGE == 0 {
+                abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(self.config, index, std::ptr::null_mut(), 0, value);
+            } else if delta >= 0 {
+                abi::envoy_dynamic_module_callback_http_filter_config_increment_gauge(self.config, index, std::ptr::null_mut(), 0, value);
+            } else {
+                abi::envoy_dynamic_module_callback_http_filter_config_decrement_gauge(self.config, index, std::ptr::null_mut(), 0, value);
+            }
         }
+    }
+}
+
+/// Defines `HOST_PINNED` with its `host` label (configuration time, main thread).
+pub fn define_host_pinned(config: abi::ConfigEnvoyPtr) -> Result<usize, HostError> {
+    let mut id = 0usize;
+    let mut labels = [ModuleBuffer::of(b"host")];
+    // SAFETY: the configuration pointer is Envoy's during the hook; the name and label outlive the call.
+    let result = unsafe {
+        abi::envoy_dynamic_module_callback_http_filter_config_define_counter(config, ModuleBuffer::of(HOST_PINNED.as_bytes()), labels.as_mut_ptr(), 1, &mut id)
+    };
+    match result {
+        abi::METRICS_SUCCESS => Ok(id),
+        status => Err(HostError { call: "define_metric (host_stats)", status }),
     }
 }
 
@@ -136,6 +168,21 @@ fn define(config: abi::ConfigEnvoyPtr, kind: MetricKind, name: &str) -> Result<M
     }
 }
 
+/// A route's settings as Envoy holds them (`DynamicModuleFilterPerRoute`), tagged so that the
+/// pointer Envoy hands back for a route is checked to be one of ours before it is read.
+pub struct RouteConfig {
+    tag: u64,
+    pub settings: RouteSettings,
+}
+
+const ROUTE_CONFIG_TAG: u64 = 0x7065_7273_6973_7431;
+
+impl RouteConfig {
+    pub fn new(settings: RouteSettings) -> RouteConfig {
+        RouteConfig { tag: ROUTE_CONFIG_TAG, settings }
+    }
+}
+
 /// One HTTP stream on a worker.
 pub struct StreamHost<'a> {
     pub filter: FilterEnvoyPtr,
@@ -152,24 +199,28 @@ impl StreamHost<'_> {
         // SAFETY: `filter` is the stream's Envoy pointer, valid during the hook.
         let count = unsafe { abi::envoy_dynamic_module_callback_http_get_headers_size(self.filter, header_type) };
         let empty = EnvoyHeader { key_ptr: std::ptr::null(), key_length: 0, value_ptr: std::ptr::null(), value_length: 0 };
-        let mut raw = vec![empty; count];
+        // Requests rarely carry more headers than this: no allocation for the pointers then.
+        let mut on_stack = [empty; 32];
+        let mut on_heap = Vec::new();
+        let raw: &mut [EnvoyHeader] = match on_stack.get_mut(..count) {
+            Some(slots) => slots,
+            None => {
+                on_heap.resize(count, empty);
+                &mut on_heap
+            }
+        };
         // SAFETY: `raw` holds exactly `count` entries, as Envoy was asked for.
         if count > 0 && !unsafe { abi::envoy_dynamic_module_callback_http_get_headers(self.filter, header_type, raw.as_mut_ptr()) } {
             return Err(failed("http_get_headers"));
         }
-        let mut pairs: Vec<(&[u8], &[u8])> = Vec::with_capacity(count);
-        for header in &raw {
-            if header.key_ptr.is_null() {
-                continue;
-            }
+        let pairs = raw.iter().filter(|header| !header.key_ptr.is_null()).map(|header| {
             // SAFETY: Envoy filled each entry with pointers into its header map, valid during the hook.
-            let (key, value) = unsafe {
+            unsafe {
                 let value = if header.value_ptr.is_null() { &[][..] } else { std::slice::from_raw_parts(header.value_ptr, header.value_length) };
                 (std::slice::from_raw_parts(header.key_ptr, header.key_length), value)
-            };
-            pairs.push((key, value));
-        }
-        Ok(Headers::from_pairs(&pairs))
+            }
+        });
+        Ok(Headers::from_pairs_iter(pairs))
     }
 
     fn set_header(&self, header_type: u32, name: &str, value: Option<&[u8]>, call: &'static str) -> Result<(), HostError> {
@@ -178,6 +229,18 @@ impl StreamHost<'_> {
         match unsafe { abi::envoy_dynamic_module_callback_http_set_header(self.filter, header_type, ModuleBuffer::of(name.as_bytes()), value) } {
             true => Ok(()),
             false => Err(failed(call)),
+        }
+    }
+
+    /// The settings of the route the request matched (defaults when it has none).
+    fn route_settings(&self) -> RouteSettings {
+        // SAFETY: `filter` is valid during the hook; a non-null answer is a pointer this module's
+        // `on_http_filter_per_route_config_new` returned, alive while the route is.
+        let config = unsafe { abi::envoy_dynamic_module_callback_get_most_specific_route_config(self.filter) as *const RouteConfig };
+        // SAFETY: as above; the tag is checked before the settings are trusted.
+        match unsafe { config.as_ref() } {
+            Some(route) if route.tag == ROUTE_CONFIG_TAG => route.settings,
+            _ => RouteSettings::default(),
         }
     }
 
@@ -191,16 +254,38 @@ impl StreamHost<'_> {
 impl Host for StreamHost<'_> {
     process_host!();
 
-    /// The configuration's stats by name; others (`host_stats`) are defined now.
+    /// The configuration's stats by name; a `host_stats` counter is the labelled `HOST_PINNED`.
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {
-        match self.stats.by_name.get(name) {
-            Some(id) => Ok(*id),
-            None => define(self.config, kind, name),
+        if let Some(id) = self.stats.by_name.get(name) {
+            return Ok(*id);
+        }
+        match (kind, host_label(name), self.stats.host_pinned) {
+            (MetricKind::Counter, Some(label), Some(_)) => HOST_LABELS.with(|labels| {
+                let mut labels = labels.borrow_mut();
+                let index = labels.iter().position(|l| l == label).unwrap_or_else(|| {
+                    labels.push(label.to_string());
+                    labels.len() - 1
+                });
+                u32::try_from(index).ok().filter(|i| *i < HOST_LABEL).map(|i| MetricId(HOST_LABEL | i)).ok_or(failed("define_metric (host label)"))
+            }),
+            // Envoy refuses other stats named after configuration time (the caller logs it).
+            _ => define(self.config, kind, name),
         }
     }
 
     fn increment_metric(&self, id: MetricId, delta: i64) {
         let value = delta.unsigned_abs();
+        if id.0 & (GAUGE | HOST_LABEL) == HOST_LABEL {
+            let Some(counter) = self.stats.host_pinned else { return };
+            HOST_LABELS.with(|labels| {
+                if let Some(label) = labels.borrow().get((id.0 & !HOST_LABEL) as usize) {
+                    let mut values = [ModuleBuffer::of(label.as_bytes())];
+                    // SAFETY: `filter` is valid during the hook; one label value, as defined.
+                    unsafe { abi::envoy_dynamic_module_callback_http_filter_increment_counter(self.filter, counter, values.as_mut_ptr(), 1, value) };
+                }
+            });
+            return;
+        }
         // SAFETY: `filter` is valid during the hook; no labels are passed.
         unsafe {
             if id.0 & GAUGE == 0 {
@@ -284,12 +369,14 @@ impl HttpStream for StreamHost<'_> {
     }
 
     /// Envoy's own override: the host must be in the routed cluster and its health in the
-    /// cluster's `override_host_status`, else Envoy load balances (not strict).
+    /// cluster's `override_host_status`, else Envoy load balances, or answers 503 on a route
+    /// whose settings say `strict`.
     fn pin(&mut self, endpoint: &Endpoint, _override_header: &str) -> Result<(), HostError> {
         let mut text = String::with_capacity(48);
         crate::text::push_endpoint(&mut text, endpoint);
+        let strict = self.route_settings().strict;
         // SAFETY: the buffer outlives the call; `filter` is valid during the hook.
-        match unsafe { abi::envoy_dynamic_module_callback_http_set_upstream_override_host(self.filter, ModuleBuffer::of(text.as_bytes()), false) } {
+        match unsafe { abi::envoy_dynamic_module_callback_http_set_upstream_override_host(self.filter, ModuleBuffer::of(text.as_bytes()), strict) } {
             true => Ok(()),
             false => Err(failed("http_set_upstream_override_host")),
         }

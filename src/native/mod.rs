@@ -7,6 +7,7 @@
 mod abi;
 mod envoy;
 mod exports;
+mod ticker;
 
 /// The ABI version this module was written for (Envoy 1.40), NUL-terminated for Envoy.
 const ABI_VERSION: &[u8] = b"v0.2.0\0";

@@ -85,7 +85,11 @@ fn to_native(value: &mut Value) {
                     }
                 }
                 if let Some(Value::Object(per_filter)) = map.get_mut("typed_per_filter_config") {
-                    per_filter.remove("envoy.filters.http.stateful_session");
+                    let session = per_filter.remove("envoy.filters.http.stateful_session");
+                    // A strict stateful_session route becomes the module's own strict route.
+                    if session.is_some_and(|s| s["stateful_session"]["strict"] == true) && !per_filter.contains_key("persistence") {
+                        per_filter.insert("persistence".into(), native_route_settings(r#"{"strict": true}"#));
+                    }
                 }
                 map.values_mut().for_each(walk);
             }
@@ -96,6 +100,16 @@ fn to_native(value: &mut Value) {
     walk(value);
     let text = value.to_string().replace("%FILTER_STATE(wasm.persistence:PLAIN)%", "%FILTER_STATE(envoy_persistence.record:PLAIN)%");
     *value = serde_json::from_str(&text).expect("the converted configuration is JSON");
+}
+
+/// A route's settings for the native build (`DynamicModuleFilterPerRoute`).
+pub fn native_route_settings(settings: &str) -> Value {
+    json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilterPerRoute",
+        "dynamic_module_config": {"name": "envoy_persistence"},
+        "per_route_config_name": "persistence",
+        "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": settings},
+    })
 }
 
 pub fn wasm_path() -> PathBuf {
