@@ -27,8 +27,16 @@ fn shipped_examples() -> Vec<String> {
         .filter(|name| name.ends_with(".yaml") && name != "docker-compose.yaml")
         .map(|name| format!("envoy/{name}"))
         .collect();
+    // The native build's examples too.
+    files.extend(
+        std::fs::read_dir(repo_root().join("envoy/native"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.ends_with(".yaml"))
+            .map(|name| format!("envoy/native/{name}")),
+    );
     files.sort();
-    assert!(files.len() >= 10, "{files:?}");
+    assert!(files.len() >= 14, "{files:?}");
     files
 }
 
@@ -170,6 +178,15 @@ fn broken_configurations() -> Vec<Broken> {
             example: "canary.yaml",
             break_it: |c| {
                 c.connection_manager_mut("main")["route_config"]["virtual_hosts"][0]["routes"].as_array_mut().unwrap().retain(|r| r["name"] != "sticky-v2")
+            },
+        },
+        Broken {
+            kind: Kind::InvalidRouteSettings,
+            example: "native/http-cookie-never.yaml",
+            break_it: |c| {
+                let routes = c.connection_manager_mut("main")["route_config"]["virtual_hosts"][0]["routes"].as_array_mut().unwrap();
+                let strict = routes.iter_mut().find(|r| r["name"] == "strict").unwrap();
+                strict["typed_per_filter_config"]["persistence"]["filter_config"]["value"] = json!(r#"{"strict": 1}"#);
             },
         },
     ]

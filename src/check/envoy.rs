@@ -8,6 +8,7 @@ use crate::client_address;
 use crate::config::Config;
 use crate::outcome::ServerDown;
 use crate::profile::{tls::KeySource, Kind as ProfileKind};
+use crate::route_settings::RouteSettings;
 use base64::Engine;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -18,6 +19,10 @@ const HEADER_SESSION_STATE: &str = "envoy.extensions.http.stateful_session.heade
 const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
 const WASM_HTTP: &str = "envoy.extensions.filters.http.wasm.v3.Wasm";
 const WASM_NETWORK: &str = "envoy.extensions.filters.network.wasm.v3.Wasm";
+const DYNAMIC_MODULE_HTTP: &str = "envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter";
+const DYNAMIC_MODULE_PER_ROUTE: &str = "envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilterPerRoute";
+/// The native build's module name (`libenvoy_persistence.so`).
+const NATIVE_MODULE: &str = "envoy_persistence";
 const SET_FILTER_STATE: &str = "envoy.extensions.filters.http.set_filter_state.v3.Config";
 const CONNECTION_MANAGER: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 /// The root id of the module's network filter (connection counting for client IP timeouts).
@@ -81,7 +86,7 @@ pub fn plugin_configurations(documents: &[Document]) -> Vec<(String, String, Res
     let resources = Resources::gather(documents);
     let mut found = Vec::new();
     for (_, _, manager) in connection_managers(&resources) {
-        for filter in manager.get("typed_config").items("http_filters").iter().filter(|f| is_persistence_filter(f)) {
+        for filter in manager.get("typed_config").items("http_filters").iter().filter(|f| build_of(f).is_some()) {
             let (path, text) = plugin_text(filter);
             found.push((filter.file.to_string(), path, text));
         }
@@ -110,24 +115,51 @@ fn connection_managers<'a>(resources: &Resources<'a>) -> Vec<(Node<'a>, Vec<Node
     managers
 }
 
-/// Whether an HTTP filter is this module: by its code's file name or URL, or by its root id.
-fn is_persistence_filter(filter: &Node) -> bool {
-    if filter.type_of() != WASM_HTTP {
-        return false;
+/// Which build of this module an HTTP filter is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Build {
+    Wasm,
+    /// The dynamic module: it pins itself (no stateful_session, no override header) and reads
+    /// its keys from Envoy's own environment.
+    Native,
+}
+
+/// Whether an HTTP filter is this module, and which build: the Wasm filter by its code's file name
+/// or URL, or by its root id; the dynamic module by its module name.
+fn build_of(filter: &Node) -> Option<Build> {
+    let config = filter.get("typed_config");
+    match filter.type_of() {
+        WASM_HTTP => {
+            let config = config.get("config");
+            let code = config.get("vm_config").get("code");
+            let location = [code.get("local").str("filename"), code.get("remote").get("http_uri").str("uri")];
+            let ours = config.str("root_id") == "persistence" || location.iter().any(|l| l.contains("envoy_persistence") || l.contains("envoy-persistence"));
+            ours.then_some(Build::Wasm)
+        }
+        DYNAMIC_MODULE_HTTP => (config.get("dynamic_module_config").str("name") == NATIVE_MODULE).then_some(Build::Native),
+        _ => None,
     }
-    let config = filter.get("typed_config").get("config");
-    let code = config.get("vm_config").get("code");
-    let location = [code.get("local").str("filename"), code.get("remote").get("http_uri").str("uri")];
-    config.str("root_id") == "persistence" || location.iter().any(|l| l.contains("envoy_persistence") || l.contains("envoy-persistence"))
+}
+
+/// Where a build's filter holds the plugin configuration.
+fn configuration_node<'a>(filter: &Node<'a>) -> Node<'a> {
+    match build_of(filter) {
+        Some(Build::Native) => filter.get("typed_config").get("filter_config"),
+        _ => filter.get("typed_config").get("config").get("configuration"),
+    }
 }
 
 /// The plugin configuration's text as the filter receives it, or why it cannot be read; and
 /// where the configuration is.
 fn plugin_text(filter: &Node) -> (String, Result<String, String>) {
-    let configuration = filter.get("typed_config").get("config").get("configuration");
-    let path = configuration.path.clone();
+    let configuration = configuration_node(filter);
+    (configuration.path.clone(), string_value(&configuration))
+}
+
+/// The text of a `StringValue` (or `BytesValue`) the module reads as JSON, or why it cannot.
+fn string_value(configuration: &Node) -> Result<String, String> {
     let type_name = configuration.str("@type").rsplit('/').next().unwrap_or_default();
-    let text = match type_name {
+    match type_name {
         "" if configuration.value.is_null() => Ok(String::new()),
         "google.protobuf.StringValue" => Ok(configuration.str("value").to_string()),
         "google.protobuf.BytesValue" => base64::engine::general_purpose::STANDARD
@@ -135,8 +167,31 @@ fn plugin_text(filter: &Node) -> (String, Result<String, String>) {
             .map_err(|e| format!("is a google.protobuf.BytesValue whose value is not base64: {e}"))
             .and_then(|bytes| String::from_utf8(bytes).map_err(|_| "is a google.protobuf.BytesValue that is not UTF-8 text".to_string())),
         other => Err(format!("is a {other:?}: the filter reads JSON text, give it as a google.protobuf.StringValue")),
+    }
+}
+
+/// The native build's per-route settings on `route`, if any: each error as a finding.
+fn check_route_settings(route: &Node, ours_name: &str) -> Vec<Finding> {
+    let settings = route.get("typed_per_filter_config").get(ours_name);
+    if settings.type_of_self() != DYNAMIC_MODULE_PER_ROUTE {
+        return Vec::new();
+    }
+    let text = settings.get("filter_config");
+    let errors = match string_value(&text) {
+        Err(why) => vec![format!("route settings {why}")],
+        Ok(text) => match RouteSettings::parse(text.as_bytes()) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        },
     };
-    (path, text)
+    let route_name = route.str("name");
+    errors
+        .into_iter()
+        .map(|error| {
+            text.finding(Kind::InvalidRouteSettings, format!("route {route_name:?}: {error}"))
+                .fix("filter_config: a StringValue holding {\"strict\": true} or {\"strict\": false}")
+        })
+        .collect()
 }
 
 /// The profile a route uses and the clusters it sends requests to.
@@ -150,8 +205,9 @@ fn check_connection_manager(resources: &Resources, chain: &Node, before: &[Node]
     let mut found = Vec::new();
     let hcm = manager.get("typed_config");
     let filters = hcm.items("http_filters");
-    let Some(ours) = filters.iter().position(is_persistence_filter) else { return found };
+    let Some(ours) = filters.iter().position(|f| build_of(f).is_some()) else { return found };
     let Some(filter) = filters.get(ours) else { return found };
+    let native = build_of(filter) == Some(Build::Native);
     let (configuration, text) = plugin_text(filter);
     let at_configuration = |kind, detail: String| Finding::new(kind, filter.file, &configuration, detail);
     let config = match text {
@@ -176,6 +232,8 @@ fn check_connection_manager(resources: &Resources, chain: &Node, before: &[Node]
     let at_filters = hcm.get("http_filters");
     let session_name = session.and_then(|s| filters.get(s)).map_or("envoy.filters.http.stateful_session", |f| f.str("name"));
     match session.and_then(|s| filters.get(s).map(|f| (s, f))) {
+        // The native build pins itself.
+        _ if native => {}
         None => found.push(
             at_filters
                 .finding(Kind::StatefulSessionMissing, "no envoy.filters.http.stateful_session filter in this connection manager")
@@ -204,7 +262,9 @@ fn check_connection_manager(resources: &Resources, chain: &Node, before: &[Node]
     for route_configuration in route_configurations.iter().flatten() {
         let disabled_default = |name: &str| filters.iter().find(|f| f.str("name") == name).is_some_and(|f| f.value.get("disabled") == Some(&Value::Bool(true)));
         for vhost in route_configuration.items("virtual_hosts") {
-            found.extend(check_header_removal(route_configuration, &vhost, header));
+            if !native {
+                found.extend(check_header_removal(route_configuration, &vhost, header));
+            }
             let routes = vhost.items("routes");
             for (position, route) in routes.iter().cloned().enumerate() {
                 route_names.insert(route.str("name").to_string());
@@ -215,7 +275,9 @@ fn check_connection_manager(resources: &Resources, chain: &Node, before: &[Node]
                         .map_or(disabled_default(name), |per_filter| per_filter.get("disabled") == Some(&Value::Bool(true)))
                 };
                 let (ours_off, session_off) = (disabled(ours_name), disabled(session_name));
-                if ours_off != session_off {
+                if native {
+                    found.extend(check_route_settings(&route, ours_name));
+                } else if ours_off != session_off {
                     let (off, on) = if ours_off { (ours_name, session_name) } else { (session_name, ours_name) };
                     found.push(
                         route
@@ -224,7 +286,7 @@ fn check_connection_manager(resources: &Resources, chain: &Node, before: &[Node]
                     );
                 }
                 let per_route_session = route.get("typed_per_filter_config").get(session_name);
-                if per_route_session.type_of_self() == STATEFUL_SESSION_PER_ROUTE {
+                if !native && per_route_session.type_of_self() == STATEFUL_SESSION_PER_ROUTE {
                     found.extend(check_session_state(&per_route_session.get("stateful_session").get("session_state"), header));
                 }
                 if ours_off {
@@ -278,7 +340,7 @@ fn check_connection_manager(resources: &Resources, chain: &Node, before: &[Node]
         }
     }
 
-    if let Some(name) = &config.keys_env {
+    if let Some(name) = config.keys_env.as_ref().filter(|_| !native) {
         let environment = filter.get("typed_config").get("config").get("vm_config").get("environment_variables");
         let host_keys = environment.value.get("host_env_keys").and_then(Value::as_array);
         let passed = host_keys.is_some_and(|keys| keys.iter().any(|k| k == name.as_str())) || environment.get("key_values").value.get(name).is_some();
@@ -311,6 +373,8 @@ fn check_connection_manager(resources: &Resources, chain: &Node, before: &[Node]
         }
         let counter = before.iter().find(|f| f.type_of() == WASM_NETWORK && f.get("typed_config").get("config").str("root_id") == CONNECTION_COUNTER_ROOT_ID);
         match counter {
+            // The native build has no connection counter yet: its entries time out from the last request.
+            _ if native => {}
             None if trusted_hops == 0 => found.push(
                 chain
                     .get("filters")

@@ -22,10 +22,11 @@ pub enum Kind {
     RoutesUnmatched,
     KeysEnvNotPassed,
     WeightedClustersUnsteered,
+    InvalidRouteSettings,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 19] = [
         Kind::InvalidPluginConfiguration,
         Kind::StatefulSessionMissing,
         Kind::StatefulSessionOrder,
@@ -44,6 +45,7 @@ impl Kind {
         Kind::RoutesUnmatched,
         Kind::KeysEnvNotPassed,
         Kind::WeightedClustersUnsteered,
+        Kind::InvalidRouteSettings,
     ];
 
     /// The finding's name in the output (stable: scripts may match on it).
@@ -67,6 +69,7 @@ impl Kind {
             Kind::RoutesUnmatched => "routes-unmatched",
             Kind::KeysEnvNotPassed => "keys-env-not-passed",
             Kind::WeightedClustersUnsteered => "weighted-clusters-unsteered",
+            Kind::InvalidRouteSettings => "invalid-route-settings",
         }
     }
 
@@ -97,6 +100,7 @@ impl Kind {
             Kind::WeightedClustersUnsteered => {
                 "Envoy picks a weighted cluster before the pinned host applies: pinned clients land in another cluster as often as the weights say, and lose their server"
             }
+            Kind::InvalidRouteSettings => "Envoy refuses the route configuration (the native build rejects the route's settings): at startup it exits, an update is refused",
         }
     }
 }

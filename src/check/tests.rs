@@ -397,3 +397,54 @@ fn istio_weighted_destinations_need_a_header_route_per_cluster() {
     assert_eq!(unknown.len(), 2, "{unknown:?}");
     assert!(unknown[0].detail.contains("cannot be told"));
 }
+
+fn native(configuration: &str) -> Value {
+    json!({"name": "persistence", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+        "dynamic_module_config": {"name": "envoy_persistence"}, "filter_name": "persistence",
+        "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": configuration}}})
+}
+
+fn native_route_settings(settings: &str) -> Value {
+    json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilterPerRoute",
+        "dynamic_module_config": {"name": "envoy_persistence"}, "per_route_config_name": "persistence",
+        "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": settings}})
+}
+
+/// The native build pins itself: no stateful_session, no override header to remove, no connection
+/// counter, keys from Envoy's environment. What it shares with the Wasm build is still checked.
+#[test]
+fn the_native_build_is_checked_for_what_it_needs() {
+    let mut routes = route_config();
+    routes["virtual_hosts"][0].as_object_mut().unwrap().remove("request_headers_to_remove");
+    let native_good = bootstrap(
+        json!([native(&plugin(cookie_profiles("immediate"))), router()]),
+        routes.clone(),
+        json!([cluster(json!(["UNKNOWN", "HEALTHY", "DEGRADED"]))]),
+    );
+    assert_eq!(kinds(std::slice::from_ref(&native_good)), []);
+    let with_keys_env = json!([{"name": "web", "type": "client_ip"}]);
+    let client_ip = bootstrap(
+        json!([native(&json!({"keys_env": "K", "default_profile": "web", "profiles": with_keys_env}).to_string()), router()]),
+        routes.clone(),
+        json!([cluster(json!(["UNKNOWN", "HEALTHY", "DEGRADED"]))]),
+    );
+    assert_eq!(kinds(&[client_ip]), [], "no connection counter or vm_config to pass keys to");
+
+    let never = bootstrap(json!([native(&plugin(cookie_profiles("never"))), router()]), routes.clone(), json!([cluster(json!(["UNKNOWN", "HEALTHY"]))]));
+    assert_eq!(kinds(&[never]), [Kind::OverrideHostStatusNever]);
+    let invalid = bootstrap(json!([native("{\"profiles\": 1}"), router()]), routes.clone(), json!([]));
+    assert!(kinds(&[invalid]).iter().all(|k| *k == Kind::InvalidPluginConfiguration));
+
+    let mut bad_route = native_good;
+    let route =
+        &mut bad_route["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0];
+    route["typed_per_filter_config"] = json!({"persistence": native_route_settings(r#"{"strict": "yes"}"#)});
+    let findings = found(std::slice::from_ref(&bad_route));
+    assert_eq!(findings.iter().map(|f| f.kind).collect::<Vec<_>>(), [Kind::InvalidRouteSettings]);
+    assert!(findings[0].detail.contains("route \"all\": route.strict: must be true or false"), "{}", findings[0].detail);
+    let route =
+        &mut bad_route["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0];
+    route["typed_per_filter_config"]["persistence"] = native_route_settings(r#"{"strict": true}"#);
+    assert_eq!(kinds(&[bad_route]), []);
+}
