@@ -104,9 +104,6 @@ fn racing_first_requests_of_a_new_client_converge_on_the_first_recorded_server()
 
 #[test]
 fn an_open_connection_keeps_its_client_pinned_past_the_timeout() {
-    if common::envoy::wasm_only("connection-aware client IP timeouts (the network filter)") {
-        return;
-    }
     let (_backends, config) = config(|s| {
         s["timeout_seconds"] = json!(2);
         s.as_object_mut().unwrap().remove("timeout_minutes");

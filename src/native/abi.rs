@@ -160,6 +160,19 @@ extern "C" {
     pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_commit(scheduler: *mut c_void, event_id: u64);
     pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler: *mut c_void);
 
+    pub fn envoy_dynamic_module_callback_network_filter_config_scheduler_new(config: ConfigEnvoyPtr) -> *mut c_void;
+    pub fn envoy_dynamic_module_callback_network_filter_config_scheduler_commit(scheduler: *mut c_void, event_id: u64);
+    pub fn envoy_dynamic_module_callback_network_filter_config_scheduler_delete(scheduler: *mut c_void);
+
+    /// The connection's remote address, the IP alone (false for a pipe and the like).
+    pub fn envoy_dynamic_module_callback_network_filter_get_remote_address(filter: FilterEnvoyPtr, address: *mut EnvoyBuffer, port: *mut u32) -> bool;
+    // The network filter's stats take no labels.
+    pub fn envoy_dynamic_module_callback_network_filter_config_define_counter(config: ConfigEnvoyPtr, name: ModuleBuffer, id: *mut usize) -> u32;
+    pub fn envoy_dynamic_module_callback_network_filter_config_define_gauge(config: ConfigEnvoyPtr, name: ModuleBuffer, id: *mut usize) -> u32;
+    pub fn envoy_dynamic_module_callback_network_filter_config_increment_counter(config: ConfigEnvoyPtr, id: usize, value: u64) -> u32;
+    pub fn envoy_dynamic_module_callback_network_filter_config_increment_gauge(config: ConfigEnvoyPtr, id: usize, value: u64) -> u32;
+    pub fn envoy_dynamic_module_callback_network_filter_config_decrement_gauge(config: ConfigEnvoyPtr, id: usize, value: u64) -> u32;
+
     pub fn envoy_dynamic_module_callback_http_filter_increment_counter(
         filter: FilterEnvoyPtr,
         id: usize,

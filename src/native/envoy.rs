@@ -183,6 +183,56 @@ impl RouteConfig {
     }
 }
 
+/// The host of the connection-counting network filter: its configuration's stats, counted with
+/// the configuration-level callbacks (Envoy's stats are atomic), from any thread.
+pub struct NetworkHost {
+    pub config: abi::ConfigEnvoyPtr,
+}
+
+impl Host for NetworkHost {
+    process_host!();
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {
+        let mut id = 0usize;
+        let name_buffer = ModuleBuffer::of(name.as_bytes());
+        // SAFETY: the configuration pointer is Envoy's during the configuration hook; `id` is a valid out pointer.
+        let result = unsafe {
+            match kind {
+                MetricKind::Counter => abi::envoy_dynamic_module_callback_network_filter_config_define_counter(self.config, name_buffer, &mut id),
+                MetricKind::Gauge => abi::envoy_dynamic_module_callback_network_filter_config_define_gauge(self.config, name_buffer, &mut id),
+            }
+        };
+        match (result, u32::try_from(id).ok().filter(|id| *id < HOST_LABEL)) {
+            (abi::METRICS_SUCCESS, Some(id)) => Ok(MetricId(if kind == MetricKind::Gauge { id | GAUGE } else { id })),
+            (status, _) => Err(HostError { call: "define_metric", status }),
+        }
+    }
+
+    fn increment_metric(&self, id: MetricId, delta: i64) {
+        let (index, value) = ((id.0 & !GAUGE) as usize, delta.unsigned_abs());
+        // SAFETY: the configuration pointer is Envoy's and outlives its filters.
+        unsafe {
+            if id.0 & GAUGE == 0 {
+                abi::envoy_dynamic_module_callback_network_filter_config_increment_counter(self.config, index, value);
+            } else if delta >= 0 {
+                abi::envoy_dynamic_module_callback_network_filter_config_increment_gauge(self.config, index, value);
+            } else {
+                abi::envoy_dynamic_module_callback_network_filter_config_decrement_gauge(self.config, index, value);
+            }
+        }
+    }
+}
+
+/// The IP of a network filter's connection (None for a pipe and the like).
+pub fn remote_ip(filter: FilterEnvoyPtr) -> Option<std::net::IpAddr> {
+    let (mut address, mut port) = (EnvoyBuffer::empty(), 0u32);
+    // SAFETY: `filter` is Envoy's during the hook; both out pointers are valid; the bytes are
+    // copied before the hook returns.
+    let text =
+        unsafe { abi::envoy_dynamic_module_callback_network_filter_get_remote_address(filter, &mut address, &mut port).then(|| address.to_vec()).flatten()? };
+    std::str::from_utf8(&text).ok()?.parse().ok()
+}
+
 /// One HTTP stream on a worker.
 pub struct StreamHost<'a> {
     pub filter: FilterEnvoyPtr,

@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Runs `f`, turning a panic into `fallback` (logged). No panic may unwind into Envoy.
-fn guarded<T>(hook: &str, fallback: T, f: impl FnOnce() -> T) -> T {
+pub(super) fn guarded<T>(hook: &str, fallback: T, f: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
         log::error!("{hook}: internal error (a panic, caught): the request continues without persistence");
         fallback
@@ -113,7 +113,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                 }
             }
             if housekeeping::has_tables(&plugin) {
-                ticker = Ticker::start(config_envoy);
+                ticker = Ticker::start(ticker::HTTP, config_envoy);
                 HOUSEKEEPING.with(|plugins| plugins.borrow_mut().push((id, plugin)));
             }
         }

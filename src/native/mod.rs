@@ -7,6 +7,7 @@
 mod abi;
 mod envoy;
 mod exports;
+mod network;
 mod ticker;
 
 /// The ABI version this module was written for (Envoy 1.40), NUL-terminated for Envoy.

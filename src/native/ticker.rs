@@ -1,8 +1,8 @@
-//! Housekeeping's clock for a configuration: Envoy gives a dynamic module no timer of the HTTP
-//! filter's own, so a thread of the module commits one event per `housekeeping::PERIOD` to the
-//! configuration's scheduler, and Envoy runs `on_http_filter_config_scheduled` for it on the main
-//! thread, where the sweep runs (as in the Wasm build's main-thread tick). The thread does nothing
-//! else; it stops when the configuration goes.
+//! Housekeeping's clock for a configuration: Envoy gives a dynamic module's filters no timer of
+//! their own, so a thread of the module commits one event per `housekeeping::PERIOD` to the
+//! configuration's scheduler, and Envoy runs the configuration's `..._config_scheduled` hook for
+//! it on the main thread, where the sweep runs (as in the Wasm build's main-thread tick). The
+//! thread does nothing else; it stops when the configuration goes.
 
 use super::abi;
 use crate::housekeeping::PERIOD;
@@ -20,7 +20,28 @@ unsafe impl Send for Scheduler {}
 /// The event id of a housekeeping tick.
 pub const TICK: u64 = 1;
 
+/// A kind of configuration's scheduler callbacks (HTTP filter, network filter).
+#[derive(Clone, Copy)]
+pub struct SchedulerCalls {
+    pub new: unsafe extern "C" fn(abi::ConfigEnvoyPtr) -> *mut c_void,
+    pub commit: unsafe extern "C" fn(*mut c_void, u64),
+    pub delete: unsafe extern "C" fn(*mut c_void),
+}
+
+pub const HTTP: SchedulerCalls = SchedulerCalls {
+    new: abi::envoy_dynamic_module_callback_http_filter_config_scheduler_new,
+    commit: abi::envoy_dynamic_module_callback_http_filter_config_scheduler_commit,
+    delete: abi::envoy_dynamic_module_callback_http_filter_config_scheduler_delete,
+};
+
+pub const NETWORK: SchedulerCalls = SchedulerCalls {
+    new: abi::envoy_dynamic_module_callback_network_filter_config_scheduler_new,
+    commit: abi::envoy_dynamic_module_callback_network_filter_config_scheduler_commit,
+    delete: abi::envoy_dynamic_module_callback_network_filter_config_scheduler_delete,
+};
+
 pub struct Ticker {
+    calls: SchedulerCalls,
     scheduler: *mut c_void,
     stop: Arc<(Mutex<bool>, Condvar)>,
     thread: Option<JoinHandle<()>>,
@@ -35,9 +56,10 @@ impl Ticker {
     /// Starts ticking for the configuration `config` (main thread). None when Envoy gives no
     /// scheduler or no thread can be started (logged: expired entries are then reclaimed only
     /// when their bucket fills).
-    pub fn start(config: abi::ConfigEnvoyPtr) -> Option<Ticker> {
-        // SAFETY: Envoy's configuration pointer, valid during the configuration hook.
-        let scheduler = unsafe { abi::envoy_dynamic_module_callback_http_filter_config_scheduler_new(config) };
+    pub fn start(calls: SchedulerCalls, config: abi::ConfigEnvoyPtr) -> Option<Ticker> {
+        // SAFETY: Envoy's configuration pointer (of the kind `calls` is for), valid during the
+        // configuration hook.
+        let scheduler = unsafe { (calls.new)(config) };
         if scheduler.is_null() {
             log::warn!("housekeeping: Envoy gave no scheduler; expired entries are reclaimed only when their bucket fills");
             return None;
@@ -54,16 +76,16 @@ impl Ticker {
                 stopped = guard;
                 if !*stopped && timeout.timed_out() {
                     // SAFETY: the scheduler is deleted only after this thread is joined.
-                    unsafe { abi::envoy_dynamic_module_callback_http_filter_config_scheduler_commit(handle.0, TICK) };
+                    unsafe { (calls.commit)(handle.0, TICK) };
                 }
             }
         });
         match thread {
-            Ok(thread) => Some(Ticker { scheduler, stop, thread: Some(thread) }),
+            Ok(thread) => Some(Ticker { calls, scheduler, stop, thread: Some(thread) }),
             Err(error) => {
                 log::warn!("housekeeping: no thread for its clock ({error}); expired entries are reclaimed only when their bucket fills");
                 // SAFETY: created above and never shared.
-                unsafe { abi::envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler) };
+                unsafe { (calls.delete)(scheduler) };
                 None
             }
         }
@@ -79,6 +101,6 @@ impl Drop for Ticker {
             let _ = thread.join();
         }
         // SAFETY: the only other user of the scheduler, the thread, has ended.
-        unsafe { abi::envoy_dynamic_module_callback_http_filter_config_scheduler_delete(self.scheduler) };
+        unsafe { (self.calls.delete)(self.scheduler) };
     }
 }

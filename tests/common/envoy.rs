@@ -64,7 +64,7 @@ pub fn stats_prefix() -> &'static str {
 
 /// The Wasm HTTP filter of the persistence module as the dynamic-module filter, with the same
 /// plugin configuration; stateful_session goes (the module pins itself), and so do routes'
-/// stateful_session settings. The connection-counting network filter stays Wasm.
+/// stateful_session settings; the connection-counting network filter becomes the module's own.
 fn to_native(value: &mut Value) {
     fn walk(value: &mut Value) {
         match value {
@@ -80,6 +80,21 @@ fn to_native(value: &mut Value) {
                                 "dynamic_module_config": {"name": "envoy_persistence"},
                                 "filter_name": "persistence",
                                 "filter_config": plugin,
+                            });
+                        }
+                    }
+                }
+                // The connection counter (a network filter) becomes the module's own.
+                if let Some(Value::Array(filters)) = map.get_mut("filters") {
+                    for filter in filters.iter_mut() {
+                        let counts_connections = filter["typed_config"]["@type"].as_str().is_some_and(|t| t.ends_with("filters.network.wasm.v3.Wasm"))
+                            && filter["typed_config"]["config"]["root_id"] == "persistence_connections";
+                        if counts_connections {
+                            filter["typed_config"] = json!({
+                                "@type": "type.googleapis.com/envoy.extensions.filters.network.dynamic_modules.v3.DynamicModuleNetworkFilter",
+                                "dynamic_module_config": {"name": "envoy_persistence"},
+                                "filter_name": "persistence_connections",
+                                "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": ""},
                             });
                         }
                     }
