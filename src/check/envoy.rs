@@ -20,6 +20,7 @@ const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
 const WASM_HTTP: &str = "envoy.extensions.filters.http.wasm.v3.Wasm";
 const WASM_NETWORK: &str = "envoy.extensions.filters.network.wasm.v3.Wasm";
 const DYNAMIC_MODULE_HTTP: &str = "envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter";
+const DYNAMIC_MODULE_NETWORK: &str = "envoy.extensions.filters.network.dynamic_modules.v3.DynamicModuleNetworkFilter";
 const DYNAMIC_MODULE_PER_ROUTE: &str = "envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilterPerRoute";
 /// The native build's module name (`libenvoy_persistence.so`).
 const NATIVE_MODULE: &str = "envoy_persistence";
@@ -371,10 +372,25 @@ fn check_connection_manager(resources: &Resources, chain: &Node, before: &[Node]
                 .fix("set use_remote_address: true (behind N trusted proxies, also xff_num_trusted_hops: N)"),
             );
         }
-        let counter = before.iter().find(|f| f.type_of() == WASM_NETWORK && f.get("typed_config").get("config").str("root_id") == CONNECTION_COUNTER_ROOT_ID);
+        let counts_connections = |f: &Node| match native {
+            false => f.type_of() == WASM_NETWORK && f.get("typed_config").get("config").str("root_id") == CONNECTION_COUNTER_ROOT_ID,
+            true => {
+                let config = f.get("typed_config");
+                f.type_of() == DYNAMIC_MODULE_NETWORK
+                    && config.get("dynamic_module_config").str("name") == NATIVE_MODULE
+                    && config.str("filter_name") == CONNECTION_COUNTER_ROOT_ID
+            }
+        };
+        let counter = before.iter().find(|f| counts_connections(f));
         match counter {
-            // The native build has no connection counter yet: its entries time out from the last request.
-            _ if native => {}
+            None if trusted_hops == 0 && native => found.push(
+                chain
+                    .get("filters")
+                    .finding(Kind::ConnectionCounterMissing, format!("profile {:?} keys on the client address, and no network filter of the module has filter_name {CONNECTION_COUNTER_ROOT_ID}", profile.name))
+                    .fix(format!("add envoy.filters.network.dynamic_modules before the connection manager: module {NATIVE_MODULE}, filter_name {CONNECTION_COUNTER_ROOT_ID}")),
+            ),
+            // The native counter shares the process's table by itself: no VM to agree on.
+            Some(_) if native => {}
             None if trusted_hops == 0 => found.push(
                 chain
                     .get("filters")

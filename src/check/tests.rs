@@ -411,8 +411,9 @@ fn native_route_settings(settings: &str) -> Value {
         "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": settings}})
 }
 
-/// The native build pins itself: no stateful_session, no override header to remove, no connection
-/// counter, keys from Envoy's environment. What it shares with the Wasm build is still checked.
+/// The native build pins itself: no stateful_session, no override header to remove, keys from
+/// Envoy's environment; its connection counter is its own network filter. What it shares with the
+/// Wasm build is still checked.
 #[test]
 fn the_native_build_is_checked_for_what_it_needs() {
     let mut routes = route_config();
@@ -424,12 +425,18 @@ fn the_native_build_is_checked_for_what_it_needs() {
     );
     assert_eq!(kinds(std::slice::from_ref(&native_good)), []);
     let with_keys_env = json!([{"name": "web", "type": "client_ip"}]);
-    let client_ip = bootstrap(
+    let mut client_ip = bootstrap(
         json!([native(&json!({"keys_env": "K", "default_profile": "web", "profiles": with_keys_env}).to_string()), router()]),
         routes.clone(),
         json!([cluster(json!(["UNKNOWN", "HEALTHY", "DEGRADED"]))]),
     );
-    assert_eq!(kinds(&[client_ip]), [], "no connection counter or vm_config to pass keys to");
+    assert_eq!(kinds(std::slice::from_ref(&client_ip)), [Kind::ConnectionCounterMissing], "no vm_config to pass keys to");
+    let network = &mut client_ip["static_resources"]["listeners"][0]["filter_chains"][0]["filters"];
+    let counter = json!({"name": "persistence_connections", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.dynamic_modules.v3.DynamicModuleNetworkFilter",
+        "dynamic_module_config": {"name": "envoy_persistence"}, "filter_name": "persistence_connections"}});
+    network.as_array_mut().unwrap().insert(0, counter);
+    assert_eq!(kinds(&[client_ip]), [], "the module's own connection counter");
 
     let never = bootstrap(json!([native(&plugin(cookie_profiles("never"))), router()]), routes.clone(), json!([cluster(json!(["UNKNOWN", "HEALTHY"]))]));
     assert_eq!(kinds(&[never]), [Kind::OverrideHostStatusNever]);
