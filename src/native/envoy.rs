@@ -177,8 +177,13 @@ pub struct RouteConfig {
 
 const ROUTE_CONFIG_TAG: u64 = 0x7065_7273_6973_7431;
 
+/// Whether any route of the process was given settings (never unset: a later lookup that finds
+/// none answers the defaults).
+static ROUTE_SETTINGS_IN_USE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 impl RouteConfig {
     pub fn new(settings: RouteSettings) -> RouteConfig {
+        ROUTE_SETTINGS_IN_USE.store(true, std::sync::atomic::Ordering::Relaxed);
         RouteConfig { tag: ROUTE_CONFIG_TAG, settings }
     }
 }
@@ -282,8 +287,13 @@ impl StreamHost<'_> {
         }
     }
 
-    /// The settings of the route the request matched (defaults when it has none).
+    /// The settings of the route the request matched (defaults when it has none). Envoy is not
+    /// asked when no route of the process has settings (the common case, a few hundred
+    /// instructions per pinned request).
     fn route_settings(&self) -> RouteSettings {
+        if !ROUTE_SETTINGS_IN_USE.load(std::sync::atomic::Ordering::Relaxed) {
+            return RouteSettings::default();
+        }
         // SAFETY: `filter` is valid during the hook; a non-null answer is a pointer this module's
         // `on_http_filter_per_route_config_new` returned, alive while the route is.
         let config = unsafe { abi::envoy_dynamic_module_callback_get_most_specific_route_config(self.filter) as *const RouteConfig };
