@@ -4,7 +4,7 @@
 //! README has the table.
 
 use crate::endpoint::Endpoint;
-use crate::host::{Host, MetricId, MetricKind};
+use crate::host::{Host, HostError, MetricId, MetricKind};
 use crate::outcome::Outcome;
 use crate::token::Rejection;
 use std::cell::RefCell;
@@ -203,13 +203,16 @@ impl FilterCounter {
 /// Hosts given their own counter at most (a VM's defined stats are never freed).
 pub const MAX_HOST_STATS: usize = 1024;
 
-/// `persistence.host.<ip>_<port>.pinned`: the address with every `.`, `:`, `[`, `]` as `_`, so it
-/// stays one stat name segment (Prometheus: `persistence_host_10_0_0_7_8080_pinned`).
-pub fn host_stat(endpoint: &Endpoint) -> String {
+/// `host_stats` as one counter with the host as a label, for hosts that count it so.
+pub const HOST_PINNED: &str = "persistence.host.pinned";
+
+/// `<ip>_<port>`: the address with every `.`, `:`, `[`, `]` as `_`, so it stays one stat name
+/// segment; `host_stats` counts `persistence.host.<label>.pinned` (Prometheus:
+/// `persistence_host_10_0_0_7_8080_pinned`).
+pub fn host_label(endpoint: &Endpoint) -> String {
     let mut address = String::with_capacity(48);
     crate::text::push_endpoint(&mut address, endpoint);
-    let segment: String = address.chars().filter(|c| *c != '[' && *c != ']').map(|c| if c == '.' || c == ':' { '_' } else { c }).collect();
-    format!("{PREFIX}.host.{segment}.pinned")
+    address.chars().filter(|c| *c != '[' && *c != ']').map(|c| if c == '.' || c == ':' { '_' } else { c }).collect()
 }
 
 /// Pinned requests per upstream host (`host_stats`), each host's counter defined when first
@@ -233,7 +236,9 @@ impl HostStats {
                 None
             }
             None => {
-                let id = define(host, MetricKind::Counter, &host_stat(endpoint));
+                let label = host_label(endpoint);
+                let name = format!("{PREFIX}.host.{label}.pinned");
+                let id = id_or_logged(&name, host.define_labelled_counter(&name, HOST_PINNED, &label));
                 defined.push((*endpoint, id));
                 id
             }
@@ -261,7 +266,12 @@ pub struct Metrics {
 }
 
 fn define(host: &impl Host, kind: MetricKind, name: &str) -> Option<MetricId> {
-    match host.define_metric(kind, name) {
+    id_or_logged(name, host.define_metric(kind, name))
+}
+
+/// The id the host gave stat `name`; a refusal is logged, and the stat is then never counted.
+fn id_or_logged(name: &str, result: Result<MetricId, HostError>) -> Option<MetricId> {
+    match result {
         Ok(id) => Some(id),
         Err(error) => {
             log::warn!("could not define stat {name} (status {}); it will not be counted", error.status);

@@ -54,6 +54,14 @@ pub trait Host {
     /// `environment_variables`), None when unset or not text.
     fn environment_variable(&self, name: &str) -> Option<String>;
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError>;
+    /// A counter of a family whose members are named at run time: `name` in full
+    /// (`persistence.host.10_0_0_7_8080.pinned`), or `family` with `label` (`persistence.host.pinned`,
+    /// `10_0_0_7_8080`). The stat `name` by default; a host whose stats are fixed once configured
+    /// counts the family with the label instead.
+    fn define_labelled_counter(&self, name: &str, family: &str, label: &str) -> Result<MetricId, HostError> {
+        let _ = (family, label);
+        self.define_metric(MetricKind::Counter, name)
+    }
     /// A failed stat update is not worth failing a request over: it is dropped.
     fn increment_metric(&self, id: MetricId, delta: i64);
 }

@@ -6,6 +6,7 @@ use super::abi::{self, attribute, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr, Modu
 use crate::endpoint::Endpoint;
 use crate::header_pairs::Headers;
 use crate::host::{Attribute, Host, HostError, HttpStream, MetricId, MetricKind};
+use crate::metrics::HOST_PINNED;
 use crate::route_settings::RouteSettings;
 use crate::table::{Store, StoreError};
 use std::collections::HashMap;
@@ -60,7 +61,7 @@ impl Store for SharedStore {
 pub struct DefinedStats {
     pub by_name: HashMap<String, MetricId>,
     /// `host_stats`: Envoy fixes a module's stats once its configuration is made, so the per-host
-    /// counters are one counter, `persistence.host.pinned`, with the host as a label (`host`).
+    /// counters are one counter, `metrics::HOST_PINNED`, with the host as a label (`host`).
     pub host_pinned: Option<usize>,
 }
 
@@ -68,17 +69,35 @@ const GAUGE: u32 = 1 << 31;
 /// Marks a per-host counter: the rest of the id is the host's place in `HOST_LABELS`.
 const HOST_LABEL: u32 = 1 << 30;
 
-/// What `host_stats` names per host (`persistence.host.<host>.pinned`) becomes natively.
-pub const HOST_PINNED: &str = "persistence.host.pinned";
+/// Our id for the stat Envoy numbered `id` with `status` (gauges marked: Envoy numbers counters
+/// and gauges separately).
+fn metric_id(kind: MetricKind, status: u32, id: usize) -> Result<MetricId, HostError> {
+    match (status, u32::try_from(id).ok().filter(|id| *id < HOST_LABEL)) {
+        (abi::METRICS_SUCCESS, Some(id)) => Ok(MetricId(if kind == MetricKind::Gauge { id | GAUGE } else { id })),
+        (status, _) => Err(HostError { call: "define_metric", status }),
+    }
+}
+
+/// How Envoy counts `delta` on our stat `id`.
+enum Count {
+    Counter,
+    GaugeUp,
+    GaugeDown,
+}
+
+/// The callback, Envoy's index and the amount for `delta` on `id`.
+fn count_of(id: MetricId, delta: i64) -> (Count, usize, u64) {
+    let how = match (id.0 & GAUGE == 0, delta >= 0) {
+        (true, _) => Count::Counter,
+        (false, true) => Count::GaugeUp,
+        (false, false) => Count::GaugeDown,
+    };
+    (how, (id.0 & !GAUGE) as usize, delta.unsigned_abs())
+}
 
 thread_local! {
     /// This worker's host labels (`127_0_0_1_8080`), as defined by its plugins' `HostStats`.
     static HOST_LABELS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// The host label of a `host_stats` counter name, `persistence.host.<label>.pinned`.
-fn host_label(name: &str) -> Option<&str> {
-    name.strip_prefix("persistence.host.")?.strip_suffix(".pinned").filter(|label| !label.is_empty())
 }
 
 /// What both hosts answer the same way: the process's store, clock, randomness and environment
@@ -122,21 +141,20 @@ impl Host for ConfigHost {
 
     /// Configuration time (`config_errors`) and housekeeping (`expired`, `entries`), on the main thread.
     fn increment_metric(&self, id: MetricId, delta: i64) {
-        let (index, value) = ((id.0 & !GAUGE) as usize, delta.unsigned_abs());
+        let (how, index, value) = count_of(id, delta);
+        let no_labels = std::ptr::null_mut();
         // SAFETY: the configuration pointer is Envoy's and alive during the hook; no labels are passed.
         unsafe {
-            if id.0 & GAUGE == 0 {
-                abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(self.config, index, std::ptr::null_mut(), 0, value);
-            } else if delta >= 0 {
-                abi::envoy_dynamic_module_callback_http_filter_config_increment_gauge(self.config, index, std::ptr::null_mut(), 0, value);
-            } else {
-                abi::envoy_dynamic_module_callback_http_filter_config_decrement_gauge(self.config, index, std::ptr::null_mut(), 0, value);
-            }
+            match how {
+                Count::Counter => abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(self.config, index, no_labels, 0, value),
+                Count::GaugeUp => abi::envoy_dynamic_module_callback_http_filter_config_increment_gauge(self.config, index, no_labels, 0, value),
+                Count::GaugeDown => abi::envoy_dynamic_module_callback_http_filter_config_decrement_gauge(self.config, index, no_labels, 0, value),
+            };
         }
     }
 }
 
-/// Defines `HOST_PINNED` with its `host` label (configuration time, main thread).
+/// Defines `metrics::HOST_PINNED` with its `host` label (configuration time, main thread).
 pub fn define_host_pinned(config: abi::ConfigEnvoyPtr) -> Result<usize, HostError> {
     let mut id = 0usize;
     let mut labels = [ModuleBuffer::of(b"host")];
@@ -162,10 +180,7 @@ fn define(config: abi::ConfigEnvoyPtr, kind: MetricKind, name: &str) -> Result<M
             MetricKind::Gauge => abi::envoy_dynamic_module_callback_http_filter_config_define_gauge(config, name_buffer, std::ptr::null_mut(), 0, &mut id),
         }
     };
-    match (result, u32::try_from(id).ok().filter(|id| *id < GAUGE)) {
-        (abi::METRICS_SUCCESS, Some(id)) => Ok(MetricId(if kind == MetricKind::Gauge { id | GAUGE } else { id })),
-        (status, _) => Err(HostError { call: "define_metric", status }),
-    }
+    metric_id(kind, result, id)
 }
 
 /// A route's settings as Envoy holds them (`DynamicModuleFilterPerRoute`), tagged so that the
@@ -207,23 +222,18 @@ impl Host for NetworkHost {
                 MetricKind::Gauge => abi::envoy_dynamic_module_callback_network_filter_config_define_gauge(self.config, name_buffer, &mut id),
             }
         };
-        match (result, u32::try_from(id).ok().filter(|id| *id < HOST_LABEL)) {
-            (abi::METRICS_SUCCESS, Some(id)) => Ok(MetricId(if kind == MetricKind::Gauge { id | GAUGE } else { id })),
-            (status, _) => Err(HostError { call: "define_metric", status }),
-        }
+        metric_id(kind, result, id)
     }
 
     fn increment_metric(&self, id: MetricId, delta: i64) {
-        let (index, value) = ((id.0 & !GAUGE) as usize, delta.unsigned_abs());
+        let (how, index, value) = count_of(id, delta);
         // SAFETY: the configuration pointer is Envoy's and outlives its filters.
         unsafe {
-            if id.0 & GAUGE == 0 {
-                abi::envoy_dynamic_module_callback_network_filter_config_increment_counter(self.config, index, value);
-            } else if delta >= 0 {
-                abi::envoy_dynamic_module_callback_network_filter_config_increment_gauge(self.config, index, value);
-            } else {
-                abi::envoy_dynamic_module_callback_network_filter_config_decrement_gauge(self.config, index, value);
-            }
+            match how {
+                Count::Counter => abi::envoy_dynamic_module_callback_network_filter_config_increment_counter(self.config, index, value),
+                Count::GaugeUp => abi::envoy_dynamic_module_callback_network_filter_config_increment_gauge(self.config, index, value),
+                Count::GaugeDown => abi::envoy_dynamic_module_callback_network_filter_config_decrement_gauge(self.config, index, value),
+            };
         }
     }
 }
@@ -314,28 +324,32 @@ impl StreamHost<'_> {
 impl Host for StreamHost<'_> {
     process_host!();
 
-    /// The configuration's stats by name; a `host_stats` counter is the labelled `HOST_PINNED`.
+    /// The configuration's stats by name (Envoy refuses stats named after configuration time).
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<MetricId, HostError> {
-        if let Some(id) = self.stats.by_name.get(name) {
-            return Ok(*id);
-        }
-        match (kind, host_label(name), self.stats.host_pinned) {
-            (MetricKind::Counter, Some(label), Some(_)) => HOST_LABELS.with(|labels| {
-                let mut labels = labels.borrow_mut();
-                let index = labels.iter().position(|l| l == label).unwrap_or_else(|| {
-                    labels.push(label.to_string());
-                    labels.len() - 1
-                });
-                u32::try_from(index).ok().filter(|i| *i < HOST_LABEL).map(|i| MetricId(HOST_LABEL | i)).ok_or(failed("define_metric (host label)"))
-            }),
-            // Envoy refuses other stats named after configuration time (the caller logs it).
-            _ => define(self.config, kind, name),
+        match self.stats.by_name.get(name) {
+            Some(id) => Ok(*id),
+            None => define(self.config, kind, name),
         }
     }
 
+    /// `host_stats`: the labelled `HOST_PINNED`, with this host's label remembered by the worker.
+    fn define_labelled_counter(&self, name: &str, family: &str, label: &str) -> Result<MetricId, HostError> {
+        if family != HOST_PINNED || self.stats.host_pinned.is_none() {
+            return self.define_metric(MetricKind::Counter, name);
+        }
+        HOST_LABELS.with(|labels| {
+            let mut labels = labels.borrow_mut();
+            let index = labels.iter().position(|l| l == label).unwrap_or_else(|| {
+                labels.push(label.to_string());
+                labels.len() - 1
+            });
+            u32::try_from(index).ok().filter(|i| *i < HOST_LABEL).map(|i| MetricId(HOST_LABEL | i)).ok_or(failed("define_metric (host label)"))
+        })
+    }
+
     fn increment_metric(&self, id: MetricId, delta: i64) {
-        let value = delta.unsigned_abs();
         if id.0 & (GAUGE | HOST_LABEL) == HOST_LABEL {
+            let value = delta.unsigned_abs();
             let Some(counter) = self.stats.host_pinned else { return };
             HOST_LABELS.with(|labels| {
                 if let Some(label) = labels.borrow().get((id.0 & !HOST_LABEL) as usize) {
@@ -346,15 +360,15 @@ impl Host for StreamHost<'_> {
             });
             return;
         }
+        let (how, index, value) = count_of(id, delta);
+        let no_labels = std::ptr::null_mut();
         // SAFETY: `filter` is valid during the hook; no labels are passed.
         unsafe {
-            if id.0 & GAUGE == 0 {
-                abi::envoy_dynamic_module_callback_http_filter_increment_counter(self.filter, id.0 as usize, std::ptr::null_mut(), 0, value);
-            } else if delta >= 0 {
-                abi::envoy_dynamic_module_callback_http_filter_increment_gauge(self.filter, (id.0 & !GAUGE) as usize, std::ptr::null_mut(), 0, value);
-            } else {
-                abi::envoy_dynamic_module_callback_http_filter_decrement_gauge(self.filter, (id.0 & !GAUGE) as usize, std::ptr::null_mut(), 0, value);
-            }
+            match how {
+                Count::Counter => abi::envoy_dynamic_module_callback_http_filter_increment_counter(self.filter, index, no_labels, 0, value),
+                Count::GaugeUp => abi::envoy_dynamic_module_callback_http_filter_increment_gauge(self.filter, index, no_labels, 0, value),
+                Count::GaugeDown => abi::envoy_dynamic_module_callback_http_filter_decrement_gauge(self.filter, index, no_labels, 0, value),
+            };
         }
     }
 }

@@ -109,7 +109,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
             if plugin.config.host_stats {
                 match envoy::define_host_pinned(config_envoy) {
                     Ok(id) => host.defined.borrow_mut().host_pinned = Some(id),
-                    Err(error) => log::warn!("host_stats: Envoy refused {} (status {}): hosts are not counted", envoy::HOST_PINNED, error.status),
+                    Err(error) => log::warn!("host_stats: Envoy refused {} (status {}): hosts are not counted", crate::metrics::HOST_PINNED, error.status),
                 }
             }
             if housekeeping::has_tables(&plugin) {
