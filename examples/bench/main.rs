@@ -6,8 +6,7 @@
 //! Envoy's memory with the module, and the client IP table's bytes per entry, and writes
 //! BENCHMARKS.md. `--smoke` runs one short round (part of `make test`, so this cannot rot).
 //! `--only 3,5a` runs some rows and prints them (profiling; `--only table` the table measures);
-//! `--no-callgrind` skips the
-//! instruction counts; `--rounds N`, `--seconds S` size the time measures.
+//! `--no-callgrind` skips the instruction counts; `--rounds N`, `--seconds S` size the time measures.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 #[path = "../../tests/common/mod.rs"]
